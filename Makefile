@@ -1,0 +1,97 @@
+# lora-ps build. `make` builds everything; `make demo`, `make test`, `make bench`,
+# `make parity FIXTURE=dir`. `make SAN=1 ...` builds and runs with ASan+UBSan into build-san/.
+# Dependencies come from Debian packages (scripts/install-deps.sh, called by demo and test).
+
+CC       ?= gcc
+SAN      ?= 0
+ARCH     ?= -march=native
+OPT      ?= -O3
+WERROR   ?= -Werror
+BLAS_INC ?= /usr/include/x86_64-linux-gnu/openblas-openmp
+BLAS_LIB ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
+
+ifeq ($(SAN),1)
+BUILD    := build-san
+OPT      := -O1 -g -fno-omit-frame-pointer
+SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+else
+BUILD    := build
+SANFLAGS :=
+endif
+
+MPI_CFLAGS := $(shell pkg-config --cflags ompi-c 2>/dev/null)
+MPI_LIBS   := $(shell pkg-config --libs ompi-c 2>/dev/null)
+
+CPPFLAGS += -Iinclude -I$(BUILD)/proto -I/usr/include/hdf5/serial -I/usr/include/cjson -I$(BLAS_INC) -D_GNU_SOURCE
+CFLAGS   += -std=c11 $(OPT) $(ARCH) -g -fopenmp -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter -Wno-format-truncation \
+            $(WERROR) -MMD -MP $(SANFLAGS)
+LDFLAGS  += -fopenmp $(SANFLAGS) -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -L/usr/lib/x86_64-linux-gnu/hdf5/serial
+LDLIBS   += -lopenblas -lhdf5 -lprotobuf-c -lcjson -linih -lm
+
+# Library: every module of worker/ and coordinator/ (MPI-free ones and MPI glue alike).
+LIB_SRC  := $(wildcard worker/*.c coordinator/*.c)
+PROTO    := $(wildcard proto/*.proto)
+PROTO_C  := $(patsubst proto/%.proto,$(BUILD)/proto/%.pb-c.c,$(PROTO))
+LIB_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(PROTO_C:.c=.o)
+LIB      := $(BUILD)/liblora.a
+
+TOOLS    := $(patsubst tools/%.c,$(BUILD)/bin/%,$(wildcard tools/*.c))
+TESTS    := $(patsubst tests/%.c,$(BUILD)/bin/%,$(wildcard tests/test_*.c))
+
+.PHONY: all deps demo test unit parity bench clean check-san fmt
+all: $(LIB) $(TOOLS) $(TESTS)
+
+deps:
+	@scripts/install-deps.sh
+
+$(BUILD)/proto/%.pb-c.c $(BUILD)/proto/%.pb-c.h: proto/%.proto
+	@mkdir -p $(BUILD)/proto
+	protoc-c --proto_path=proto --c_out=$(BUILD)/proto $<
+
+$(BUILD)/proto/%.pb-c.o: $(BUILD)/proto/%.pb-c.c
+	$(CC) $(CPPFLAGS) $(filter-out -Wshadow,$(CFLAGS)) -c $< -o $@
+
+$(BUILD)/obj/%.o: %.c $(PROTO_C)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(MPI_CFLAGS) $(CFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/bin/%: $(BUILD)/obj/tools/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $< $(LIB) $(MPI_LIBS) $(LDLIBS) -o $@
+
+$(BUILD)/bin/test_%: $(BUILD)/obj/tests/test_%.o $(BUILD)/obj/tests/testutil.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $< $(BUILD)/obj/tests/testutil.o $(LIB) $(MPI_LIBS) $(LDLIBS) -o $@
+
+FIXTURES ?= tests/fixtures
+FIXTURE  ?= $(FIXTURES)/gpt2-tiny
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	scripts/demo.sh
+
+unit: all
+	scripts/run_unit.sh $(BUILD)
+
+parity: all
+	$(BUILD)/bin/lora parity $(FIXTURE)
+
+# The whole suite: unit tests, parity, bad inputs, convergence; then the same
+# unit tests, parity and bad inputs again under ASan+UBSan.
+test: deps
+	@$(MAKE) --no-print-directory all
+	scripts/run_tests.sh build
+	@$(MAKE) --no-print-directory SAN=1 all
+	scripts/run_tests.sh build-san --quick
+
+bench: all
+	$(BUILD)/bin/lora_bench $(BENCH_ARGS)
+
+clean:
+	rm -rf build build-san
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,58 @@
+/*
+ * AdamW, learning-rate schedules and gradient clipping, as torch.optim.AdamW,
+ * transformers' get_*_schedule_with_warmup and torch.nn.utils.clip_grad_norm_
+ * compute them. Everything runs on a range of the flat buffers (params, grads,
+ * m, v share one layout), so a server shard steps just its key range.
+ */
+#ifndef OPTIM_H
+#define OPTIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    float beta1, beta2, eps, weight_decay;
+} adamw_hparams;
+
+/* One AdamW step on n values at 1-based step t with learning rate lr, as
+ * torch's single-tensor path: p *= 1 - lr*wd; m = lerp(m, g, 1-beta1);
+ * v = beta2*v + (1-beta2)*g*g; p -= (lr / (1-beta1^t)) * m / (sqrt(v)/sqrt(1-beta2^t) + eps).
+ * The bias corrections are computed in double, as Python does. */
+void adamw_step(float *p, float *m, float *v, const float *g, size_t n, int64_t t, float lr, const adamw_hparams *h);
+/* The same with the learning rate as a double (what lr_at64 returns), for bit
+ * parity with torch when a schedule scales lr. adamw_step(lr) is
+ * adamw_step64 with the double that lr was typed as (the shortest decimal that
+ * reads back as lr: 5e-3f -> 0.005); the hyperparameters in h are read the
+ * same way, so beta2 = 0.999f means the Python double 0.999. */
+void adamw_step64(float *p, float *m, float *v, const float *g, size_t n, int64_t t, double lr,
+                  const adamw_hparams *h);
+
+typedef enum { SCHED_CONSTANT = 0, SCHED_COSINE, SCHED_LINEAR } sched_kind;
+
+typedef struct {
+    sched_kind kind;
+    float lr;            /* peak learning rate */
+    int64_t warmup;      /* linear warmup steps (0: none) */
+    int64_t total;       /* total optimizer steps (for decay) */
+    float min_lr_ratio;  /* decay floor as a fraction of lr (0: decay to 0) */
+} lr_schedule;
+
+/* Learning rate of 0-based optimizer step `step`, as transformers' LambdaLR
+ * schedules give it: warmup lr*step/warmup for step < warmup (so step 0 of a
+ * warmup has lr 0, as in HF), then constant, cosine or linear decay over
+ * [warmup, total) down to lr*min_lr_ratio. */
+float lr_at(const lr_schedule *s, int64_t step);
+/* The same in double (Python's arithmetic: base_lr * lambda(step)), to pass to adamw_step64.
+ * Past total the rate stays at its floor (transformers' cosine would climb again). */
+double lr_at64(const lr_schedule *s, int64_t step);
+
+/* Sum of squares of g[0..n) accumulated in double in index order (deterministic). */
+double grad_sq_sum(const float *g, size_t n);
+
+/* torch's clip factor: min(1, max_norm / (total_norm + 1e-6)); 1 when max_norm <= 0. */
+float clip_coef(double total_norm, float max_norm);
+
+/* g[i] *= c */
+void grad_scale(float *g, size_t n, float c);
+
+#endif

@@ -1,0 +1,78 @@
+/*
+ * rc_: the run configuration, an INI file read with libinih.
+ *
+ * Why INI and inih: the configs are flat key = value settings in a few sections,
+ * edited by hand and diffed in git. libinih (Debian: libinih-dev) is a small,
+ * maintained, callback-style parser with line numbers in its errors, and does
+ * nothing else; TOML or YAML would bring nesting and types this file never needs.
+ *
+ * Every key has a default (rc_defaults); a file or a --set override changes it.
+ * An unknown section or key, a value that does not parse, or an out-of-range
+ * value is an error naming file:line, [section] and key. rc_to_text writes the
+ * complete effective config back as INI (checkpoints store it; the coordinator
+ * compares ranks' configs with it).
+ */
+#ifndef RUN_CONFIG_H
+#define RUN_CONFIG_H
+
+#include <stdint.h>
+
+#include "lerr.h"
+
+#define RC_MAX_TARGETS 32
+#define RC_PATH 1024
+
+typedef struct {
+    /* [model] */
+    char model_path[RC_PATH]; /* HF folder with config.json + model.safetensors */
+    /* [lora] */
+    int r;
+    float alpha;
+    int rslora;                          /* 0/1 */
+    float dropout;                       /* on the adapter input, training only */
+    char targets[RC_MAX_TARGETS][128];   /* peft target_modules, comma separated in the file */
+    int n_targets;
+    uint64_t init_seed;
+    char init_from[RC_PATH];             /* peft adapter folder to start from ("" = fresh init) */
+    /* [data] */
+    char train_path[RC_PATH];
+    char val_path[RC_PATH];
+    int seq_len;
+    int batch_size;                      /* sequences per micro-batch (per optimizer step: batch_size * grad_accum) */
+    int grad_accum;
+    int sampling;                        /* data_mode: 0 shuffle, 1 random */
+    uint64_t data_seed;
+    int val_windows;
+    /* [optim] */
+    float lr, beta1, beta2, eps, weight_decay;
+    int schedule;                        /* sched_kind */
+    int64_t warmup_steps;
+    float min_lr_ratio;
+    float grad_clip;                     /* max global norm, 0 = off */
+    /* [train] */
+    int64_t steps;
+    int64_t eval_every;                  /* 0 = only before and after */
+    int64_t log_every;
+    int threads;                         /* 0 = library default */
+    char out_dir[RC_PATH];               /* where the trained adapter is written ("" = nowhere) */
+    /* [system] (parameter server; see issue 3) */
+    int servers;
+    int staleness;
+    int grad_dtype;                      /* 0 fp32, 1 bf16, 2 fp16 */
+    int nan_policy;                      /* 0 skip, 1 abort */
+    /* bookkeeping */
+    char source[RC_PATH];                /* file the config came from ("" = defaults only) */
+} run_config;
+
+void rc_defaults(run_config *c);
+/* Reads path on top of the current values of c. -1 with "path:line: ..." on error. */
+int rc_load(run_config *c, const char *path, struct lerr *e);
+/* Applies one "section.key=value" override (command-line --set). */
+int rc_set(run_config *c, const char *assignment, struct lerr *e);
+/* Checks cross-field constraints (r > 0, seq_len >= 2, paths set, ...). */
+int rc_validate(const run_config *c, struct lerr *e);
+/* Writes the effective config as INI text into buf (NUL-terminated, truncated
+ * to cap). Returns the length it needed. */
+int rc_to_text(const run_config *c, char *buf, int cap);
+
+#endif

@@ -1,0 +1,87 @@
+/*
+ * lora: the single-process command line.
+ *   lora train  --config FILE [--set section.key=value ...]   train adapters (one process)
+ *   lora eval   --config FILE [--adapter DIR]                  validation loss
+ *   lora parity FIXTURE_DIR [--tol 1e-4]                       check against HF + peft outputs
+ *   lora merge  --model DIR --adapter DIR --out DIR            write the merged HF model
+ * A thin main: every command is a library call, so tests link the same code.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blas_env.h"
+#include "gpt2.h"
+#include "lora.h"
+#include "merge.h"
+#include "parity.h"
+#include "trainer.h"
+
+static int usage(void) {
+    fprintf(stderr,
+            "usage:\n"
+            "  lora train  --config FILE [--set section.key=value ...]\n"
+            "  lora eval   --config FILE [--adapter PEFT_DIR] [--set section.key=value ...]\n"
+            "  lora parity FIXTURE_DIR [--tol 1e-4]\n"
+            "  lora merge  --model HF_DIR --adapter PEFT_DIR --out DIR\n");
+    return 2;
+}
+
+static int cmd_parity(int argc, char **argv) {
+    if (argc < 1) return usage();
+    double tol = PARITY_TOL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--tol") && i + 1 < argc) {
+            char *end;
+            tol = strtod(argv[++i], &end);
+            if (*end || !(tol > 0)) {
+                fprintf(stderr, "lora parity: --tol needs a positive number\n");
+                return 2;
+            }
+        } else
+            return usage();
+    }
+    return parity_run(argv[0], tol, stdout);
+}
+
+static int cmd_merge(int argc, char **argv) {
+    const char *model = NULL, *adapter = NULL, *out = NULL;
+    for (int i = 0; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--model")) model = argv[i + 1];
+        else if (!strcmp(argv[i], "--adapter")) adapter = argv[i + 1];
+        else if (!strcmp(argv[i], "--out")) out = argv[i + 1];
+        else return usage();
+    }
+    if (!model || !adapter || !out || argc % 2) return usage();
+    struct lerr e = {{0}};
+    gpt2 m;
+    lora_adapter a;
+    if (gpt2_open(&m, model, &e)) {
+        fprintf(stderr, "lora merge: %s\n", e.msg);
+        return 1;
+    }
+    if (lora_load_peft(&a, adapter, m.sites, m.n_sites, &e)) {
+        fprintf(stderr, "lora merge: %s\n", e.msg);
+        gpt2_free(&m);
+        return 1;
+    }
+    int rc = gpt2_save_merged(&m, &a, out, &e);
+    if (rc)
+        fprintf(stderr, "lora merge: %s\n", e.msg);
+    else
+        printf("merged %d modules (r=%d, scale %g) into %s/model.safetensors\n", a.n_mod, a.spec.r, a.scale, out);
+    lora_free(&a);
+    gpt2_free(&m);
+    return rc ? 1 : 0;
+}
+
+int main(int argc, char **argv) {
+    blas_env_setup(argv);
+    if (argc < 2) return usage();
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "parity")) return cmd_parity(argc - 2, argv + 2);
+    if (!strcmp(cmd, "merge")) return cmd_merge(argc - 2, argv + 2);
+    if (!strcmp(cmd, "train")) return trainer_main(argc - 2, argv + 2, 0);
+    if (!strcmp(cmd, "eval")) return trainer_main(argc - 2, argv + 2, 1);
+    return usage();
+}

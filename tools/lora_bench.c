@@ -1,0 +1,196 @@
+/*
+ * lora_bench: the engine's speed on a GPT-2 124M-shaped model (random, seeded).
+ *
+ *   lora_bench [--B 4] [--T 256] [--r 8] [--targets c_attn] [--steps 5] [--layers 12]
+ *              [--embd 768] [--heads 12] [--vocab 50257] [--json build/bench.json]
+ *
+ * One training step = forward + backward (input and adapter gradients) + AdamW.
+ * Prints ms/step, tokens/s, achieved GFLOP/s (the matmul FLOPs the step must
+ * do, gpt2_step_flops) and, measured in the same run, the sgemm GFLOP/s of this
+ * machine at the model's own shapes (every dense matmul of one step, forward
+ * and input-gradient layouts); their ratio is the share of the sgemm ceiling
+ * the whole step reaches. Figures also go to a JSON file for scripts.
+ */
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "blas_env.h"
+#include "gpt2.h"
+#include "lora.h"
+#include "optim.h"
+
+typedef struct {
+    int B, T, r, steps, layers, embd, heads, vocab, positions;
+    const char *targets, *json;
+} opts;
+
+static int parse(opts *o, int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) goto bad;
+        int *ip = !strcmp(k, "--B") ? &o->B : !strcmp(k, "--T") ? &o->T : !strcmp(k, "--r") ? &o->r
+                : !strcmp(k, "--steps") ? &o->steps : !strcmp(k, "--layers") ? &o->layers
+                : !strcmp(k, "--embd") ? &o->embd : !strcmp(k, "--heads") ? &o->heads
+                : !strcmp(k, "--vocab") ? &o->vocab : NULL;
+        if (ip) {
+            char *end;
+            long x = strtol(v, &end, 10);
+            if (*end || x < 1 || x > 1 << 24) goto bad;
+            *ip = (int)x;
+        } else if (!strcmp(k, "--targets"))
+            o->targets = v;
+        else if (!strcmp(k, "--json"))
+            o->json = v;
+        else
+            goto bad;
+        i++;
+        continue;
+    bad:
+        fprintf(stderr, "lora_bench: bad argument '%s'\nusage: lora_bench [--B n] [--T n] [--r n] [--targets list] "
+                        "[--steps n] [--layers n] [--embd n] [--heads n] [--vocab n] [--json path]\n", k);
+        return -1;
+    }
+    if (o->embd % o->heads) {
+        fprintf(stderr, "lora_bench: --embd must be a multiple of --heads\n");
+        return -1;
+    }
+    if (o->T > o->positions) o->positions = o->T;
+    return 0;
+}
+
+/* The dense matmuls of one step at the model's shapes, timed alone. */
+static double sgemm_ceiling(const gpt2_config *c, int N, double *flops_out) {
+    int C = c->n_embd, F = c->n_inner, V = c->vocab_size;
+    size_t big = (size_t)N * (V > 4 * C ? V : 4 * C);
+    float *x = calloc((size_t)N * (F > C ? F : C), sizeof(float)), *w = calloc((size_t)V * C > (size_t)C * F * 1 ? (size_t)V * C : (size_t)C * F, sizeof(float));
+    float *y = calloc(big, sizeof(float));
+    for (size_t i = 0; i < (size_t)N * (F > C ? F : C); i++) x[i] = (float)(i % 7) * 0.01f;
+    int shapes[4][2] = {{C, 3 * C}, {C, C}, {C, F}, {F, C}};
+    double best = 1e30, flops = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = now_s();
+        flops = 0;
+        for (int l = 0; l < c->n_layer; l++)
+            for (int s = 0; s < 4; s++) {
+                int in = shapes[s][0], out = shapes[s][1];
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, out, in, 1, x, in, w, out, 0, y, out);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, in, out, 1, y, out, w, out, 0, x, in);
+                flops += 4.0 * N * in * out;
+            }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, V, C, 1, x, C, w, C, 0, y, V);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, V, 1, y, V, w, C, 0, x, C);
+        flops += 4.0 * N * C * V;
+        double dt = now_s() - t0;
+        if (dt < best) best = dt;
+    }
+    free(x);
+    free(w);
+    free(y);
+    *flops_out = flops;
+    return flops / best / 1e9;
+}
+
+int main(int argc, char **argv) {
+    blas_env_setup(argv);
+    opts o = {.B = 4, .T = 256, .r = 8, .steps = 5, .layers = 12, .embd = 768, .heads = 12, .vocab = 50257,
+              .positions = 1024, .targets = "c_attn", .json = "build/bench.json"};
+    if (parse(&o, argc, argv)) return 2;
+    gpt2_config c = {.n_layer = o.layers, .n_head = o.heads, .n_embd = o.embd, .n_inner = 4 * o.embd,
+                     .n_positions = o.positions, .vocab_size = o.vocab, .ln_eps = 1e-5f, .tied = 1};
+    gpt2 m;
+    gpt2_init_random(&m, &c, 1234);
+    lora_spec sp = {.r = o.r, .alpha = 2.0f * o.r};
+    char tl[1024];
+    snprintf(tl, sizeof tl, "%s", o.targets);
+    for (char *tok = strtok(tl, ","); tok && sp.n_targets < LORA_MAX_TARGETS; tok = strtok(NULL, ","))
+        snprintf(sp.targets[sp.n_targets++], LORA_NAME, "%s", tok);
+    lora_adapter a;
+    struct lerr e;
+    if (lora_create(&a, &sp, m.sites, m.n_sites, 1, &e)) {
+        fprintf(stderr, "lora_bench: %s\n", e.msg);
+        return 1;
+    }
+    lora_init(&a, 1);
+    char line[200];
+    lora_params_line(line, sizeof line, (int64_t)a.n_params, m.n_params);
+    int B = o.B, T = o.T, N = B * T;
+    printf("lora_bench: GPT-2 shape L=%d C=%d H=%d V=%d, B=%d T=%d, LoRA r=%d on %s; %d threads, OpenBLAS %s\n",
+           c.n_layer, c.n_embd, c.n_head, c.vocab_size, B, T, o.r, o.targets, omp_get_max_threads(),
+           openblas_get_corename());
+    printf("%s\n", line);
+    gpt2_acts *s = gpt2_acts_create(&m, &a, B, T);
+    int32_t *tok = malloc(sizeof(int32_t) * N), *tg = malloc(sizeof(int32_t) * N);
+    for (int i = 0; i < N; i++) tok[i] = (int32_t)((i * 2654435761u) % (unsigned)c.vocab_size);
+    gpt2_targets_from_labels(tg, tok, B, T);
+    float *grad = xalloc_aligned(a.n_params * 4), *mm = xalloc_aligned(a.n_params * 4),
+          *vv = xalloc_aligned(a.n_params * 4);
+    adamw_hparams hp = {0.9f, 0.999f, 1e-8f, 0.0f};
+    double best = 1e30, tf = 0, tb = 0, total = 0;
+    for (int step = 0; step <= o.steps; step++) { /* step 0 warms up */
+        double t0 = now_s();
+        memset(grad, 0, a.n_params * 4);
+        int64_t n;
+        double loss = gpt2_forward(&m, &a, s, tok, tg, B, T, 1, 1, NULL, &n);
+        double t1 = now_s();
+        gpt2_backward(&m, &a, s, grad, 1.0f / (float)n);
+        double t2 = now_s();
+        adamw_step(a.w, mm, vv, grad, a.n_params, step + 1, 1e-4f, &hp);
+        double dt = now_s() - t0;
+        if (step == 0) {
+            printf("  warm-up step: %.0f ms (loss %.3f)\n", dt * 1e3, loss / (double)n);
+            continue;
+        }
+        total += dt;
+        tf += t1 - t0;
+        tb += t2 - t1;
+        if (dt < best) best = dt;
+    }
+    double mean = total / o.steps;
+    double flops = gpt2_step_flops(&m, &a, B, T);
+    double ceil_flops;
+    double ceiling = sgemm_ceiling(&c, N, &ceil_flops);
+    double achieved = flops / mean / 1e9;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    long rss = ru.ru_maxrss * 1024L;
+    printf("\n  %-34s %12.1f\n", "ms/step (mean)", mean * 1e3);
+    printf("  %-34s %12.1f\n", "ms/step (best)", best * 1e3);
+    printf("  %-34s %12.1f / %.1f\n", "ms forward / backward (mean)", tf / o.steps * 1e3, tb / o.steps * 1e3);
+    printf("  %-34s %12.0f\n", "tokens/s", N / mean);
+    printf("  %-34s %12.2f\n", "GFLOP per step (matmul)", flops / 1e9);
+    printf("  %-34s %12.1f\n", "achieved GFLOP/s", achieved);
+    printf("  %-34s %12.1f\n", "sgemm GFLOP/s at model shapes", ceiling);
+    printf("  %-34s %11.1f%%\n", "achieved / sgemm ceiling", 100 * achieved / ceiling);
+    printf("  %-34s %12.1f\n", "peak RSS (MiB)", rss / 1048576.0);
+    printf("  %-34s %12.1f\n", "activations (MiB)", gpt2_acts_bytes(s) / 1048576.0);
+    FILE *f = fopen(o.json, "w");
+    if (f) {
+        fprintf(f,
+                "{\n  \"model\": \"gpt2 L%d C%d H%d V%d\",\n  \"B\": %d,\n  \"T\": %d,\n  \"r\": %d,\n"
+                "  \"targets\": \"%s\",\n  \"threads\": %d,\n  \"trainable_params\": %zu,\n  \"all_params\": %lld,\n"
+                "  \"ms_per_step\": %.3f,\n  \"tokens_per_s\": %.1f,\n  \"gflop_per_step\": %.4f,\n"
+                "  \"achieved_gflops\": %.2f,\n  \"sgemm_ceiling_gflops\": %.2f,\n  \"sgemm_ceiling_ratio\": %.4f,\n"
+                "  \"peak_rss_bytes\": %ld\n}\n",
+                c.n_layer, c.n_embd, c.n_head, c.vocab_size, B, T, o.r, o.targets, omp_get_max_threads(), a.n_params,
+                (long long)(m.n_params + (int64_t)a.n_params), mean * 1e3, N / mean, flops / 1e9, achieved, ceiling,
+                achieved / ceiling, rss);
+        fclose(f);
+        printf("\nbench JSON: %s\n", o.json);
+    } else {
+        fprintf(stderr, "lora_bench: cannot write %s\n", o.json);
+    }
+    free(grad);
+    free(mm);
+    free(vv);
+    free(tok);
+    free(tg);
+    gpt2_acts_free(s);
+    lora_free(&a);
+    gpt2_free(&m);
+    return f ? 0 : 1;
+}

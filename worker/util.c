@@ -1,0 +1,104 @@
+/* File helpers (see include/util.h). */
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+char *read_text_file(const char *path, size_t max, struct lerr *e) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        lerr_set(e, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        lerr_set(e, "%s: not a regular file", path);
+        return NULL;
+    }
+    if ((size_t)sb.st_size > max) {
+        close(fd);
+        lerr_set(e, "%s: too large (%lld bytes, at most %zu)", path, (long long)sb.st_size, max);
+        return NULL;
+    }
+    size_t n = (size_t)sb.st_size;
+    char *buf = malloc(n + 1);
+    if (!buf) {
+        close(fd);
+        lerr_set(e, "%s: out of memory", path);
+        return NULL;
+    }
+    size_t got = 0;
+    while (got < n) {
+        ssize_t k = read(fd, buf + got, n - got);
+        if (k <= 0) {
+            free(buf);
+            close(fd);
+            lerr_set(e, "%s: read failed: %s", path, k < 0 ? strerror(errno) : "unexpected end of file");
+            return NULL;
+        }
+        got += (size_t)k;
+    }
+    close(fd);
+    buf[n] = 0;
+    return buf;
+}
+
+int mkdir_p(const char *path, struct lerr *e) {
+    char buf[4096];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof buf) return lerr_set(e, "%s: bad directory path", path);
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != 0) continue;
+        char c = buf[i];
+        buf[i] = 0;
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST) return lerr_set(e, "%s: cannot create: %s", buf, strerror(errno));
+        buf[i] = c;
+    }
+    struct stat sb;
+    if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)) return lerr_set(e, "%s: not a directory", path);
+    return 0;
+}
+
+int write_file_atomic(const char *path, const void *data, size_t len, struct lerr *e) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) return lerr_set(e, "%s: cannot create: %s", tmp, strerror(errno));
+    const char *p = data;
+    size_t left = len;
+    while (left) {
+        ssize_t k = write(fd, p, left);
+        if (k < 0) {
+            if (errno == EINTR) continue;
+            int er = errno;
+            close(fd);
+            unlink(tmp);
+            return lerr_set(e, "%s: write failed: %s", path, strerror(er));
+        }
+        p += k;
+        left -= (size_t)k;
+    }
+    if (fsync(fd) != 0) {
+        int er = errno;
+        close(fd);
+        unlink(tmp);
+        return lerr_set(e, "%s: fsync failed: %s", path, strerror(er));
+    }
+    if (close(fd) != 0) {
+        unlink(tmp);
+        return lerr_set(e, "%s: close failed: %s", path, strerror(errno));
+    }
+    if (rename(tmp, path) != 0) {
+        int er = errno;
+        unlink(tmp);
+        return lerr_set(e, "%s: rename failed: %s", path, strerror(er));
+    }
+    return 0;
+}
