@@ -54,4 +54,7 @@ void crossentropy_backward_inplace(float *logits, const float *lse, const int32_
 /* residual (B*T, C) = wte[tokens] + wpe[t]. */
 void embedding_forward(float *out, const int32_t *tokens, const float *wte, const float *wpe, int B, int T, int C);
 
+/* The vectorizable exp the kernels use (exposed for its accuracy test). */
+float kernels_exp(float x);
+
 #endif

@@ -178,7 +178,20 @@ static void test_matmul(void) {
     CHECK(worst < 1e-5, "matmul_forward differs from a direct loop by %g", worst);
 }
 
+static void test_exp(void) {
+    double worst = 0;
+    for (float x = -87.0f; x < 88.0f; x += 0.001953125f) {
+        double ref = exp((double)x), got = kernels_exp(x);
+        double rel = fabs(got - ref) / ref;
+        if (rel > worst) worst = rel;
+    }
+    printf("  %-22s max rel err vs exp() %.2e\n", "exp_fast", worst);
+    CHECK(worst < 3e-7, "kernels_exp max relative error %g", worst);
+    CHECK(kernels_exp(-200.0f) < 1e-37f, "exp(-200) must underflow to ~0");
+}
+
 int main(void) {
+    test_exp();
     rng_seed(&R, 7);
     test_layernorm();
     test_gelu();
