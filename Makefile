@@ -19,6 +19,12 @@ BUILD    := build
 SANFLAGS :=
 endif
 
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
 MPI_CFLAGS := $(shell pkg-config --cflags ompi-c 2>/dev/null)
 MPI_LIBS   := $(shell pkg-config --libs ompi-c 2>/dev/null)
 
@@ -46,26 +52,31 @@ deps:
 
 $(BUILD)/proto/%.pb-c.c $(BUILD)/proto/%.pb-c.h: proto/%.proto
 	@mkdir -p $(BUILD)/proto
-	protoc-c --proto_path=proto --c_out=$(BUILD)/proto $<
+	@echo "  PROTOC  $<"
+	$(Q)protoc-c --proto_path=proto --c_out=$(BUILD)/proto $<
 
 $(BUILD)/proto/%.pb-c.o: $(BUILD)/proto/%.pb-c.c
-	$(CC) $(CPPFLAGS) $(filter-out -Wshadow,$(CFLAGS)) -c $< -o $@
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CPPFLAGS) $(filter-out -Wshadow,$(CFLAGS)) -c $< -o $@
 
 $(BUILD)/obj/%.o: %.c $(PROTO_C)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(MPI_CFLAGS) $(CFLAGS) -c $< -o $@
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CPPFLAGS) $(MPI_CFLAGS) $(CFLAGS) -c $< -o $@
 
 $(LIB): $(LIB_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	$(Q)ar rcs $@ $^
 
 $(BUILD)/bin/%: $(BUILD)/obj/tools/%.o $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) $< $(LIB) $(MPI_LIBS) $(LDLIBS) -o $@
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) $< $(LIB) $(MPI_LIBS) $(LDLIBS) -o $@
 
 $(BUILD)/bin/test_%: $(BUILD)/obj/tests/test_%.o $(BUILD)/obj/tests/testutil.o $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) $< $(BUILD)/obj/tests/testutil.o $(LIB) $(MPI_LIBS) $(LDLIBS) -o $@
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) $< $(BUILD)/obj/tests/testutil.o $(LIB) $(MPI_LIBS) $(LDLIBS) -o $@
 
 FIXTURES ?= tests/fixtures
 FIXTURE  ?= $(FIXTURES)/gpt2-tiny

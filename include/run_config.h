@@ -55,10 +55,12 @@ typedef struct {
     int64_t log_every;
     int threads;                         /* 0 = library default */
     char out_dir[RC_PATH];               /* where the trained adapter is written ("" = nowhere) */
+    char metrics_path[RC_PATH];          /* per-step metrics as JSON lines ("" = none) */
     /* [system] (parameter server; see issue 3) */
     int servers;
     int staleness;
-    int grad_dtype;                      /* 0 fp32, 1 bf16, 2 fp16 */
+    int grad_dtype;                      /* pushes: 0 fp32, 1 bf16, 2 fp16 */
+    int param_dtype;                     /* updates (values sent to workers): 0 fp32, 1 bf16, 2 fp16 */
     int nan_policy;                      /* 0 skip, 1 abort */
     /* bookkeeping */
     char source[RC_PATH];                /* file the config came from ("" = defaults only) */

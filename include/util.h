@@ -3,6 +3,7 @@
 #define UTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "lerr.h"
 
@@ -13,5 +14,15 @@ char *read_text_file(const char *path, size_t max, struct lerr *e);
 int mkdir_p(const char *path, struct lerr *e);
 /* Writes len bytes to path atomically: path.tmp.<pid>, fsync, rename. */
 int write_file_atomic(const char *path, const void *data, size_t len, struct lerr *e);
+
+/* A fast 64-bit hash of n bytes (8-byte words through the splitmix64
+ * finalizer, then the tail and the length): for model identity and message
+ * checksums, not for security. */
+uint64_t hash64(const void *p, size_t n, uint64_t seed);
+
+/* Resident memory of this process from /proc/self/smaps_rollup, in bytes:
+ * rss, pss (shared pages divided among their users) and private (dirty+clean).
+ * Zeros when the file is unavailable. */
+void mem_usage(uint64_t *rss, uint64_t *pss, uint64_t *private_bytes);
 
 #endif

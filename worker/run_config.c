@@ -84,9 +84,11 @@ static const rc_key rc_keys[] = {
     {"train", "log_every", K_I64, F(log_every), R_GE1, NULL},
     {"train", "threads", K_INT, F(threads), R_GE0, NULL},
     {"train", "out_dir", K_STR, F(out_dir), R_ANY, NULL},
+    {"train", "metrics", K_STR, F(metrics_path), R_ANY, NULL},
     {"system", "servers", K_INT, F(servers), R_GE1, NULL},
     {"system", "staleness", K_INT, F(staleness), R_GE0, NULL},
     {"system", "grad_dtype", K_ENUM, F(grad_dtype), R_ANY, dtype_words},
+    {"system", "param_dtype", K_ENUM, F(param_dtype), R_ANY, dtype_words},
     {"system", "nan_policy", K_ENUM, F(nan_policy), R_ANY, nan_words},
 };
 #undef F

@@ -102,3 +102,49 @@ int write_file_atomic(const char *path, const void *data, size_t len, struct ler
     }
     return 0;
 }
+
+uint64_t hash64(const void *p, size_t n, uint64_t seed) {
+    const unsigned char *b = p;
+    uint64_t h[4] = {seed ^ 0x243f6a8885a308d3ull, seed ^ 0x13198a2e03707344ull, seed ^ 0xa4093822299f31d0ull,
+                     seed ^ 0x082efa98ec4e6c89ull};
+    size_t i = 0;
+    /* four independent lanes so the multiplies overlap */
+    for (; i + 32 <= n; i += 32)
+        for (int k = 0; k < 4; k++) {
+            uint64_t w;
+            memcpy(&w, b + i + 8 * k, 8);
+            h[k] = (h[k] ^ w) * 0x9e3779b97f4a7c15ull;
+            h[k] ^= h[k] >> 29;
+        }
+    uint64_t x = h[0] ^ (h[1] * 3) ^ (h[2] * 5) ^ (h[3] * 7);
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, b + i, 8);
+        x = (x ^ w) * 0x9e3779b97f4a7c15ull;
+        x ^= x >> 29;
+    }
+    uint64_t tail = 0;
+    memcpy(&tail, b + i, n - i);
+    x ^= tail + n;
+    /* splitmix64 finalizer */
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+void mem_usage(uint64_t *rss, uint64_t *pss, uint64_t *private_bytes) {
+    *rss = *pss = *private_bytes = 0;
+    FILE *f = fopen("/proc/self/smaps_rollup", "r");
+    if (!f) return;
+    char line[256];
+    while (fgets(line, sizeof line, f)) {
+        unsigned long long kb;
+        if (sscanf(line, "Rss: %llu kB", &kb) == 1) *rss = kb * 1024;
+        else if (sscanf(line, "Pss: %llu kB", &kb) == 1) *pss = kb * 1024;
+        else if (sscanf(line, "Private_Clean: %llu kB", &kb) == 1) *private_bytes += kb * 1024;
+        else if (sscanf(line, "Private_Dirty: %llu kB", &kb) == 1) *private_bytes += kb * 1024;
+    }
+    fclose(f);
+}

@@ -1,0 +1,326 @@
+/*
+ * lora_worker's run: set-up checks, the step loop, progress, the end of run
+ * (see include/ps.h for roles and protocol).
+ *
+ * Rank 0 reads the same config as every rank and checks, from each rank's
+ * Hello, that all loaded the same base model (hash of the safetensors bytes)
+ * and the same effective config; it broadcasts the initial adapter so that
+ * every rank starts from identical values; it prints one progress line per
+ * step (a bar on a terminal) and appends JSON lines to [train] metrics; at the
+ * end it gathers the adapter, evaluates, writes it in peft's format and prints
+ * the communication summary.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "blas_env.h"
+#include "ps.h"
+#include "util.h"
+#include "wire.h"
+
+typedef struct {
+    FILE *metrics;
+    int tty;
+    double t0, t_step;
+    uint64_t last_bytes;
+    int64_t tokens_done;
+} progress;
+
+static progress prog;
+
+/* Every rank sends rank 0 a Hello; rank 0 compares them with its own. */
+static void hello_check(ps_state *r) {
+    ps_ctx *p = &r->p;
+    const st_file *st = r->t.model.st;
+    char cfgtext[16384];
+    int cl = rc_to_text(&r->t.cfg, cfgtext, sizeof cfgtext);
+    Lora__Hello h = LORA__HELLO__INIT;
+    h.wire_version = WIRE_VERSION;
+    h.rank = (uint32_t)p->rank;
+    h.model_hash = hash64(st_bytes(st), st_file_size(st), 0);
+    h.model_bytes = st_file_size(st);
+    h.config_hash = hash64(cfgtext, (size_t)(cl < (int)sizeof cfgtext ? cl : (int)sizeof cfgtext), 0);
+    h.n_params = r->t.ad.n_params;
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    h.host = host;
+    mem_usage(&h.rss_bytes, &h.pss_bytes, &h.private_bytes);
+    size_t len;
+    uint8_t *mine = wire_pack(&h.base, &len);
+    if (p->rank != 0) {
+        MPI_Request req;
+        ps_isend(p, mine, len, 0, TAG_HELLO, &req);
+        PS_MPI(MPI_Wait(&req, MPI_STATUS_IGNORE));
+        free(mine);
+        return;
+    }
+    free(mine);
+    uint64_t pss_total = h.pss_bytes, priv_max = 0;
+    int same_host = 0;
+    for (int i = 1; i < p->size; i++) {
+        size_t l;
+        int from;
+        uint8_t *b = ps_recv(p, MPI_ANY_SOURCE, TAG_HELLO, &l, &from, NULL);
+        struct lerr e;
+        Lora__Hello *o = wire_unpack_hello(b, l, from, &e);
+        free(b);
+        if (!o) ps_abort(p, 4, "%s", e.msg);
+        if (o->model_hash != h.model_hash || o->model_bytes != h.model_bytes)
+            ps_abort(p, 6, "rank %d (host %s) loaded a different base model: %s/model.safetensors has %llu bytes, "
+                     "hash %016llx; rank 0 has %llu bytes, hash %016llx", from, o->host, r->t.cfg.model_path,
+                     (unsigned long long)o->model_bytes, (unsigned long long)o->model_hash,
+                     (unsigned long long)h.model_bytes, (unsigned long long)h.model_hash);
+        if (o->config_hash != h.config_hash || o->n_params != h.n_params)
+            ps_abort(p, 6, "rank %d (host %s) runs a different config than rank 0 (the effective config text differs:"
+                     " check that every node sees the same config file and --set options)", from, o->host);
+        pss_total += o->pss_bytes;
+        if (!strcmp(o->host, host)) {
+            same_host++;
+            if (o->private_bytes > priv_max) priv_max = o->private_bytes;
+        }
+        lora__hello__free_unpacked(o, NULL);
+    }
+    printf("ranks: %d (%d server shard%s, %d worker%s); all loaded %s (%llu bytes, hash %016llx) and the same "
+           "config\n", p->size, p->S, p->S > 1 ? "s" : "", p->W, p->W > 1 ? "s" : "", r->t.cfg.model_path,
+           (unsigned long long)h.model_bytes, (unsigned long long)h.model_hash);
+    printf("memory after loading: rank 0 rss %.1f MiB (private %.1f MiB); all ranks pss %.1f MiB", h.rss_bytes / 1048576.0,
+           h.private_bytes / 1048576.0, pss_total / 1048576.0);
+    if (same_host) printf("; each extra rank on this host adds at most %.1f MiB private", priv_max / 1048576.0);
+    printf("\n");
+}
+
+/* Rank 0's initial adapter values go to every rank, so all start identical. */
+static void broadcast_init(ps_state *r) {
+    ps_ctx *p = &r->p;
+    uint64_t len = 0;
+    uint8_t *buf = NULL;
+    if (p->rank == 0) {
+        Lora__Update u = LORA__UPDATE__INIT;
+        u.wire_version = WIRE_VERSION;
+        u.dtype = LORA__DTYPE__F32;
+        u.count = r->t.ad.n_params;
+        u.values.data = (uint8_t *)r->t.ad.w;
+        u.values.len = r->t.ad.n_params * 4;
+        u.checksum = wire_checksum(u.values.data, u.values.len);
+        size_t l;
+        buf = wire_pack(&u.base, &l);
+        len = l;
+    }
+    PS_MPI(MPI_Bcast(&len, 1, MPI_UINT64_T, 0, p->comm)); /* collective */
+    if (p->rank != 0) buf = xmalloc(len ? len : 1);
+    PS_MPI(MPI_Bcast(buf, (int)len, MPI_BYTE, 0, p->comm)); /* collective */
+    if (p->rank == 0)
+        p->bytes_sent += len * (uint64_t)(p->size - 1);
+    else {
+        p->bytes_recv += len;
+        struct lerr e;
+        Lora__Update *u = wire_unpack_update(buf, len, 0, p->n_params, &e);
+        if (!u || u->count != p->n_params) ps_abort(p, 4, "initial adapter: %s", u ? "wrong size" : e.msg);
+        wire_decode_floats(r->t.ad.w, u->values.data, u->count, u->dtype, 0);
+        lora__update__free_unpacked(u, NULL);
+    }
+    free(buf);
+}
+
+static void fmt_eta(char *b, size_t cap, double s) {
+    if (!(s >= 0) || s > 1e7) s = 0;
+    long x = (long)(s + 0.5);
+    if (x >= 3600)
+        snprintf(b, cap, "%ldh%02ldm", x / 3600, x / 60 % 60);
+    else
+        snprintf(b, cap, "%ldm%02lds", x / 60, x % 60);
+}
+
+/* The coordinator's line for a finished step (rank 0 only). */
+static void report(ps_state *r, int64_t step, double t_step) {
+    ps_ctx *p = &r->p;
+    /* every byte is counted once by its sender and once by its receiver */
+    uint64_t bytes = p->bytes_sent + p->bytes_recv;
+    for (int i = 1; i < p->size; i++) bytes += r->peer_bytes[i];
+    bytes /= 2;
+    uint64_t dbytes = bytes - prog.last_bytes;
+    prog.last_bytes = bytes;
+    prog.tokens_done += r->step_tokens;
+    double el = now_s() - prog.t0, tps = t_step > 0 ? r->step_tokens / t_step : 0;
+    double eta = (double)(r->steps - step - 1) * el / (double)(step + 1);
+    char etab[32];
+    fmt_eta(etab, sizeof etab, eta);
+    int64_t every = r->t.cfg.log_every;
+    int last = step + 1 == r->steps;
+    if (prog.tty) {
+        int width = 24, filled = (int)((double)(step + 1) / (double)r->steps * width);
+        char bar[32];
+        for (int i = 0; i < width; i++) bar[i] = i < filled ? '#' : '.';
+        bar[width] = 0;
+        printf("\r[%s] step %lld/%lld | loss %.4f | lr %.2e | %.0f tok/s | %.2f MB moved | ETA %s   ", bar,
+               (long long)step + 1, (long long)r->steps, r->step_loss, r->step_lr, tps, dbytes / 1e6, etab);
+        if (last || (step + 1) % every == 0) printf("\n");
+    } else if (last || (step + 1) % every == 0) {
+        printf("step %5lld/%lld | loss %.4f | lr %.3e | %.0f tok/s | %.2f MB moved | ETA %s%s\n",
+               (long long)step + 1, (long long)r->steps, r->step_loss, r->step_lr, tps, dbytes / 1e6, etab,
+               r->step_skipped ? " | SKIPPED (non-finite gradient)" : "");
+    }
+    fflush(stdout);
+    if (prog.metrics) {
+        fprintf(prog.metrics,
+                "{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6e, \"tokens\": %lld, \"tokens_per_s\": %.1f, "
+                "\"bytes\": %llu, \"grad_norm\": %.6f, \"skipped\": %s, \"elapsed_s\": %.3f}\n",
+                (long long)step + 1, r->step_loss, r->step_lr, (long long)r->step_tokens, tps,
+                (unsigned long long)dbytes, r->step_norm, r->step_skipped ? "true" : "false", el);
+        fflush(prog.metrics);
+    }
+}
+
+/* After the last step rank 0 holds every shard's final values. */
+static void gather_final(ps_state *r) {
+    ps_ctx *p = &r->p;
+    if (p->size == p->S) return; /* every rank, rank 0 included, is a worker and got every shard's last update */
+    if (p->is_server && p->rank != 0) {
+        uint64_t lo = p->lo[p->rank], n = p->hi[p->rank] - lo;
+        Lora__Update u = LORA__UPDATE__INIT;
+        u.wire_version = WIRE_VERSION;
+        u.dtype = LORA__DTYPE__F32;
+        u.offset = lo;
+        u.count = n;
+        u.values.data = (uint8_t *)(r->t.ad.w + lo);
+        u.values.len = n * 4;
+        u.checksum = wire_checksum(u.values.data, u.values.len);
+        u.adapter_version = r->version;
+        size_t len;
+        uint8_t *buf = wire_pack(&u.base, &len);
+        MPI_Request req;
+        ps_isend(p, buf, len, 0, TAG_FINAL, &req);
+        PS_MPI(MPI_Wait(&req, MPI_STATUS_IGNORE));
+        free(buf);
+    } else if (p->rank == 0) {
+        for (int s = 1; s < p->S; s++) {
+            size_t len;
+            uint8_t *buf = ps_recv(p, s, TAG_FINAL, &len, NULL, NULL);
+            struct lerr e;
+            Lora__Update *u = wire_unpack_update(buf, len, s, p->n_params, &e);
+            free(buf);
+            if (!u) ps_abort(p, 4, "%s", e.msg);
+            wire_decode_floats(r->t.ad.w + u->offset, u->values.data, u->count, u->dtype, 0);
+            lora__update__free_unpacked(u, NULL);
+        }
+    }
+}
+
+/* bytes_at_start: this rank's sent/received counters when the step loop began
+ * (set-up traffic, the Hello and the initial broadcast, is not per-step traffic). */
+static void summary(ps_state *r, double wall, const uint64_t bytes_at_start[2]) {
+    ps_ctx *p = &r->p;
+    uint64_t mine[2] = {p->bytes_sent - bytes_at_start[0], p->bytes_recv - bytes_at_start[1]}, tot[2] = {0, 0};
+    PS_MPI(MPI_Reduce(mine, tot, 2, MPI_UINT64_T, MPI_SUM, 0, p->comm)); /* collective */
+    if (p->rank != 0) return;
+    int64_t steps = r->steps ? r->steps : 1;
+    double per_step = (double)tot[0] / (double)steps; /* every byte sent is received once */
+    /* the same scheme if every base parameter were trained: each worker pushes
+     * and receives every parameter in fp32 each step */
+    double full = (double)p->W * (double)r->t.model.n_params * 4.0 * 2.0;
+    printf("communication: %.3f MB per step (all ranks, sent; %s pushes, %s updates), %llu bytes in total; "
+           "full fine-tuning (%lld params, fp32) would move %.1f MB per step: %.1fx more\n",
+           per_step / 1e6, wire_dtype_name(r->t.cfg.grad_dtype), wire_dtype_name(r->t.cfg.param_dtype),
+           (unsigned long long)tot[0], (long long)r->t.model.n_params, full / 1e6, full / per_step);
+    printf("trained %lld steps in %.1f s (%.0f tok/s) on %d ranks\n", (long long)r->steps, wall,
+           prog.tokens_done / wall, p->size);
+    if (prog.metrics) {
+        fprintf(prog.metrics, "{\"summary\": true, \"bytes_per_step\": %.0f, \"ratio_vs_full_finetune\": %.2f, "
+                              "\"wall_s\": %.3f}\n", per_step, full / per_step, wall);
+    }
+}
+
+int ps_run(int argc, char **argv) {
+    ps_state r;
+    memset(&r, 0, sizeof r);
+    struct lerr e = {{0}};
+    run_config cfg;
+    int rank;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    if (trainer_parse_args(&cfg, argc, argv, NULL, NULL, &e) || rc_validate(&cfg, &e)) {
+        if (rank == 0) fprintf(stderr, "lora_worker: %s\n", e.msg);
+        return 1; /* every rank reads the same arguments and fails alike */
+    }
+    if (train_ctx_open(&r.t, &cfg, &e)) ps_abort(NULL, 1, "%s", e.msg);
+    if (ps_init(&r.p, cfg.servers, r.t.ad.n_params, &e)) ps_abort(&r.p, 1, "%s", e.msg);
+    ps_ctx *p = &r.p;
+    if (cfg.staleness > 0 && p->size == p->S)
+        ps_abort(p, 1, "[system] staleness > 0 needs dedicated server ranks: run more ranks than servers (%d)", p->S);
+    r.steps = cfg.steps;
+    r.G = train_global_batch(&r.t);
+    if (rank == 0) {
+        char line[256];
+        lora_params_line(line, sizeof line, (int64_t)r.t.ad.n_params, r.t.model.n_params);
+        printf("%s\n", line);
+    }
+    hello_check(&r);
+    broadcast_init(&r);
+    if (p->is_worker) r.grad = xalloc_aligned(r.t.ad.n_params * sizeof(float));
+    if (p->is_server) server_init(&r);
+    double val0 = NAN;
+    if (rank == 0) {
+        r.peer_bytes = xcalloc((size_t)p->size, sizeof(uint64_t));
+        /* a bar only for a terminal; launchers (mpirun, srun) give ranks a pty
+         * even when their own output goes to a file, so under one ask for it
+         * with LORA_PROGRESS=bar */
+        const char *pm = getenv("LORA_PROGRESS");
+        int launched = getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("SLURM_JOB_ID");
+        prog.tty = pm ? !strcmp(pm, "bar") : (isatty(STDOUT_FILENO) && !launched);
+        if (cfg.metrics_path[0] && !(prog.metrics = fopen(cfg.metrics_path, "a")))
+            ps_abort(p, 1, "[train] metrics: cannot open %s for appending", cfg.metrics_path);
+        if (r.t.val) {
+            val0 = train_eval(&r.t, r.t.val, cfg.val_windows);
+            printf("val loss before: %.4f\n", val0);
+        }
+        printf("%s: global batch %lld sequences of %d tokens per step, %lld steps, %s pushes\n",
+               cfg.staleness ? "SSP" : "BSP", (long long)r.G, cfg.seq_len, (long long)r.steps,
+               wire_dtype_name(cfg.grad_dtype));
+        fflush(stdout);
+        prog.t0 = now_s();
+    }
+    PS_MPI(MPI_Barrier(p->comm)); /* collective: everyone is set up */
+    double t0 = now_s();
+    uint64_t bytes_at_start[2] = {p->bytes_sent, p->bytes_recv};
+    if (cfg.staleness == 0) {
+        for (int64_t step = 0; step < r.steps; step++) {
+            double ts = now_s();
+            if (p->is_worker) worker_push(&r, step, r.version);
+            if (p->is_server) server_step_bsp(&r, step);
+            if (p->is_worker) worker_recv_updates(&r, step);
+            if (p->is_worker) worker_finish_step(&r);
+            if (p->is_server) server_finish_step(&r);
+            if (rank == 0) report(&r, step, now_s() - ts);
+        }
+    } else if (p->is_server) {
+        server_run_ssp(&r, report);
+    } else {
+        worker_run_ssp(&r);
+    }
+    double wall = now_s() - t0;
+    summary(&r, wall, bytes_at_start);
+    gather_final(&r);
+    int rc = 0;
+    if (rank == 0) {
+        if (r.t.val) {
+            double val1 = train_eval(&r.t, r.t.val, cfg.val_windows);
+            printf("val loss after: %.4f (before %.4f)\n", val1, val0);
+        }
+        if (cfg.out_dir[0]) {
+            if (lora_save_peft(&r.t.ad, cfg.out_dir, cfg.model_path, "CAUSAL_LM", 1, &e)) {
+                fprintf(stderr, "lora_worker: %s\n", e.msg);
+                rc = 1;
+            } else
+                printf("adapter written to %s (peft format)\n", cfg.out_dir);
+        }
+        if (prog.metrics) fclose(prog.metrics);
+    }
+    if (p->is_server) server_free(&r);
+    free(r.grad);
+    free(r.peer_bytes);
+    train_ctx_close(&r.t);
+    ps_free(&r.p);
+    return rc;
+}

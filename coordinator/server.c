@@ -1,0 +1,310 @@
+/*
+ * A server shard: the optimizer state of its key range, the BSP step and the
+ * SSP event loop (see include/ps.h for the protocol).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "optim.h"
+#include "ps.h"
+#include "wire.h"
+
+static MPI_Request *upd_req;
+static uint8_t *upd_buf;
+static int n_upd;
+
+void server_init(ps_state *r) {
+    ps_ctx *p = &r->p;
+    size_t n = p->hi[p->rank] - p->lo[p->rank];
+    r->gsum = xalloc_aligned((n ? n : 1) * sizeof(float));
+    r->m = xalloc_aligned((n ? n : 1) * sizeof(float));
+    r->v = xalloc_aligned((n ? n : 1) * sizeof(float));
+    upd_req = xmalloc(sizeof(MPI_Request) * (size_t)p->size);
+}
+
+void server_free(ps_state *r) {
+    free(r->gsum);
+    free(r->m);
+    free(r->v);
+    free(upd_req);
+    free(upd_buf);
+    upd_buf = NULL;
+    upd_req = NULL;
+}
+
+/* Packs this shard's current values as an Update. */
+static uint8_t *pack_update(ps_state *r, int64_t step, int status, size_t *len) {
+    ps_ctx *p = &r->p;
+    uint64_t lo = p->lo[p->rank], count = p->hi[p->rank] - lo;
+    int dtype = r->t.cfg.param_dtype;
+    size_t ds = wire_dtype_size(dtype);
+    uint8_t *vals = xmalloc(count * ds + 1);
+    wire_encode_floats(vals, r->t.ad.w + lo, count, dtype);
+    Lora__Update u = LORA__UPDATE__INIT;
+    u.wire_version = WIRE_VERSION;
+    u.adapter_version = r->version;
+    u.step = (uint64_t)step;
+    u.dtype = dtype;
+    u.offset = lo;
+    u.count = count;
+    u.values.data = vals;
+    u.values.len = count * ds;
+    u.checksum = wire_checksum(vals, count * ds);
+    u.status = status;
+    uint8_t *buf = wire_pack(&u.base, len);
+    free(vals);
+    return buf;
+}
+
+void server_finish_step(ps_state *r) {
+    if (!n_upd) return;
+    PS_MPI(MPI_Waitall(n_upd, upd_req, MPI_STATUSES_IGNORE));
+    free(upd_buf);
+    upd_buf = NULL;
+    n_upd = 0;
+}
+
+static int nonfinite(const float *x, size_t n) {
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) bad |= !isfinite(x[i]);
+    return bad;
+}
+
+/* Shards exchange their squared norms and NaN flags (ShardStat, shard order)
+ * so that all take the same decision. Returns the global squared norm. */
+static double exchange_stats(ps_state *r, int64_t step, double sq, int *bad) {
+    ps_ctx *p = &r->p;
+    if (p->S == 1) return sq;
+    Lora__ShardStat m = LORA__SHARD_STAT__INIT;
+    m.wire_version = WIRE_VERSION;
+    m.shard = (uint32_t)p->rank;
+    m.step = (uint64_t)step;
+    m.sq_sum = sq;
+    m.nonfinite = *bad;
+    m.bytes_sent = p->bytes_sent;
+    m.bytes_received = p->bytes_recv;
+    size_t len;
+    uint8_t *buf = wire_pack(&m.base, &len);
+    MPI_Request *req = xmalloc(sizeof(MPI_Request) * (size_t)p->S);
+    int nr = 0;
+    for (int s = 0; s < p->S; s++)
+        if (s != p->rank) ps_isend(p, buf, len, s, TAG_STAT, &req[nr++]);
+    double *sqs = xcalloc((size_t)p->S, sizeof(double));
+    sqs[p->rank] = sq;
+    for (int s = 0; s < p->S; s++) {
+        if (s == p->rank) continue;
+        size_t l;
+        uint8_t *b = ps_recv(p, s, TAG_STAT, &l, NULL, NULL);
+        struct lerr e;
+        Lora__ShardStat *st = wire_unpack_shard_stat(b, l, s, &e);
+        free(b);
+        if (!st) ps_abort(p, 4, "%s", e.msg);
+        if (st->step != (uint64_t)step) ps_abort(p, 4, "shard %d is at step %llu, this shard at %lld", s,
+                                                 (unsigned long long)st->step, (long long)step);
+        sqs[s] = st->sq_sum;
+        *bad |= st->nonfinite;
+        if (p->rank == 0) r->peer_bytes[s] = st->bytes_sent + st->bytes_received;
+        lora__shard_stat__free_unpacked(st, NULL);
+    }
+    double total = 0;
+    for (int s = 0; s < p->S; s++) total += sqs[s]; /* shard order: the same sum on every shard */
+    PS_MPI(MPI_Waitall(nr, req, MPI_STATUSES_IGNORE));
+    free(req);
+    free(buf);
+    free(sqs);
+    return total;
+}
+
+/* Receives one Push from `from` (or any rank) with the given tag, checked. */
+static Lora__Push *recv_push(ps_state *r, int src, int64_t step) {
+    ps_ctx *p = &r->p;
+    size_t len;
+    int from;
+    uint8_t *buf = ps_recv(p, src, TAG_PUSH, &len, &from, NULL);
+    struct lerr e;
+    Lora__Push *m = wire_unpack_push(buf, len, from, p->n_params, &e);
+    free(buf);
+    if (!m) ps_abort(p, 4, "%s", e.msg);
+    uint64_t lo = p->lo[p->rank], count = p->hi[p->rank] - lo;
+    if (m->offset != lo || m->count != count)
+        ps_abort(p, 4, "rank %d pushed keys [%llu, %llu) to shard %d, which owns [%llu, %llu)", from,
+                 (unsigned long long)m->offset, (unsigned long long)(m->offset + m->count), p->rank,
+                 (unsigned long long)lo, (unsigned long long)(lo + count));
+    if (step >= 0 && m->step != (uint64_t)step)
+        ps_abort(p, 4, "rank %d pushed for step %llu while the shard is at step %lld", from,
+                 (unsigned long long)m->step, (long long)step);
+    return m;
+}
+
+static void send_updates(ps_state *r, int64_t step, int status) {
+    ps_ctx *p = &r->p;
+    size_t len;
+    upd_buf = pack_update(r, step, status, &len);
+    for (int w = 0; w < p->W; w++) ps_isend(p, upd_buf, len, p->worker_ranks[w], TAG_UPDATE, &upd_req[w]);
+    n_upd = p->W;
+}
+
+void server_step_bsp(ps_state *r, int64_t step) {
+    ps_ctx *p = &r->p;
+    const run_config *c = &r->t.cfg;
+    uint64_t lo = p->lo[p->rank], n = p->hi[p->rank] - lo;
+    memset(r->gsum, 0, n * sizeof(float));
+    int64_t ntok = 0;
+    double loss = 0;
+    /* fixed order: worker ranks ascending, whatever order the messages arrive in */
+    for (int w = 0; w < p->W; w++) {
+        Lora__Push *m = recv_push(r, p->worker_ranks[w], step);
+        wire_decode_floats(r->gsum, m->payload.data, n, m->dtype, 1);
+        ntok += (int64_t)m->n_tokens;
+        loss += m->loss_sum;
+        if (p->rank == 0 && m->worker != 0) r->peer_bytes[m->worker] = m->bytes_sent + m->bytes_received;
+        lora__push__free_unpacked(m, NULL);
+    }
+    if (ntok > 0) grad_scale(r->gsum, n, 1.0f / (float)ntok);
+    int bad = nonfinite(r->gsum, n) || !isfinite(loss);
+    double sq = exchange_stats(r, step, bad ? 0.0 : grad_sq_sum(r->gsum, n), &bad);
+    r->step_loss = ntok ? loss / (double)ntok : 0;
+    r->step_tokens = ntok;
+    r->step_norm = sqrt(sq);
+    r->step_skipped = bad;
+    lr_schedule sched = {(sched_kind)c->schedule, c->lr, c->warmup_steps, r->steps, c->min_lr_ratio};
+    r->step_lr = lr_at(&sched, step);
+    if (bad) {
+        if (c->nan_policy)
+            ps_abort(p, 5, "step %lld: the aggregated gradient holds NaN or Inf ([system] nan_policy = abort)",
+                     (long long)step + 1);
+        if (p->rank == 0)
+            fprintf(stderr, "lora_worker: warning: step %lld: the aggregated gradient holds NaN or Inf; step skipped "
+                            "([system] nan_policy = skip)\n", (long long)step + 1);
+    } else {
+        float coef = clip_coef(sqrt(sq), c->grad_clip);
+        if (coef < 1.0f) grad_scale(r->gsum, n, coef);
+        adamw_step(r->t.ad.w + lo, r->m, r->v, r->gsum, n, ++r->opt_t, r->step_lr,
+                   &(adamw_hparams){c->beta1, c->beta2, c->eps, c->weight_decay});
+    }
+    r->version++;
+    send_updates(r, step, step + 1 == r->steps ? LORA__STATUS__DONE : LORA__STATUS__CONTINUE);
+}
+
+/* ---------------------------------------------------------------- SSP */
+
+typedef struct {
+    int worker;
+    int64_t clock;
+} pending_pull;
+
+void server_run_ssp(ps_state *r, void (*report)(ps_state *r, int64_t step, double t_step)) {
+    ps_ctx *p = &r->p;
+    const run_config *c = &r->t.cfg;
+    uint64_t lo = p->lo[p->rank], n = p->hi[p->rank] - lo;
+    int64_t *clock = xcalloc((size_t)p->W, sizeof(int64_t));
+    int *widx = xmalloc(sizeof(int) * (size_t)p->size);
+    for (int i = 0; i < p->size; i++) widx[i] = -1;
+    for (int w = 0; w < p->W; w++) widx[p->worker_ranks[w]] = w;
+    pending_pull *pend = xmalloc(sizeof(pending_pull) * (size_t)p->W);
+    int npend = 0;
+    /* per-iteration loss, kept for the coordinator's line when the slowest worker finishes it */
+    int ring = c->staleness + 2;
+    double *ring_loss = xcalloc((size_t)ring, sizeof(double));
+    int64_t *ring_tok = xcalloc((size_t)ring, sizeof(int64_t));
+    int64_t min_clock = 0, done_pushes = 0, total = r->steps * p->W;
+    double t_last = now_s();
+    lr_schedule sched = {(sched_kind)c->schedule, c->lr, c->warmup_steps, r->steps, c->min_lr_ratio};
+    adamw_hparams hp = {c->beta1, c->beta2, c->eps, c->weight_decay};
+    /* outstanding sends (each Update has its own buffer) */
+    int cap = 4 * p->W + 4, nout = 0;
+    MPI_Request *req = xmalloc(sizeof(MPI_Request) * (size_t)cap);
+    uint8_t **bufs = xmalloc(sizeof(uint8_t *) * (size_t)cap);
+    while (done_pushes < total || npend > 0) {
+        size_t len;
+        int from, tag;
+        uint8_t *buf = ps_recv(p, MPI_ANY_SOURCE, MPI_ANY_TAG, &len, &from, &tag);
+        int w = from >= 0 && from < p->size ? widx[from] : -1;
+        if (w < 0) ps_abort(p, 4, "rank %d, which is not a worker, sent tag %d to shard %d", from, tag, p->rank);
+        struct lerr e;
+        if (tag == TAG_PULL) {
+            Lora__Pull *m = wire_unpack_pull(buf, len, from, &e);
+            free(buf);
+            if (!m) ps_abort(p, 4, "%s", e.msg);
+            pend[npend].worker = from;
+            pend[npend].clock = (int64_t)m->clock;
+            npend++;
+            lora__pull__free_unpacked(m, NULL);
+        } else if (tag == TAG_PUSH) {
+            Lora__Push *m = wire_unpack_push(buf, len, from, p->n_params, &e);
+            free(buf);
+            if (!m) ps_abort(p, 4, "%s", e.msg);
+            if (m->offset != lo || m->count != n || (int64_t)m->step != clock[w])
+                ps_abort(p, 4, "rank %d pushed clock %llu keys [%llu, +%llu) to shard %d, expected clock %lld keys "
+                         "[%llu, +%llu)", from, (unsigned long long)m->step, (unsigned long long)m->offset,
+                         (unsigned long long)m->count, p->rank, (long long)clock[w], (unsigned long long)lo,
+                         (unsigned long long)n);
+            wire_decode_floats(r->gsum, m->payload.data, n, m->dtype, 0);
+            if (m->n_tokens) grad_scale(r->gsum, n, 1.0f / (float)m->n_tokens);
+            int bad = nonfinite(r->gsum, n) || !isfinite(m->loss_sum);
+            if (bad) {
+                if (c->nan_policy)
+                    ps_abort(p, 5, "rank %d's gradient at iteration %llu holds NaN or Inf ([system] nan_policy = "
+                             "abort)", from, (unsigned long long)m->step + 1);
+                fprintf(stderr, "lora_worker: warning: shard %d: rank %d's gradient at iteration %llu holds NaN or "
+                                "Inf; push skipped\n", p->rank, from, (unsigned long long)m->step + 1);
+            } else {
+                /* clipping on the shard's own slice: shards do not synchronize under SSP */
+                float coef = clip_coef(sqrt(grad_sq_sum(r->gsum, n)), c->grad_clip);
+                if (coef < 1.0f) grad_scale(r->gsum, n, coef);
+                adamw_step(r->t.ad.w + lo, r->m, r->v, r->gsum, n, ++r->opt_t, lr_at(&sched, m->step), &hp);
+                r->version++;
+            }
+            ring_loss[m->step % ring] += m->loss_sum;
+            ring_tok[m->step % ring] += (int64_t)m->n_tokens;
+            if (p->rank == 0) r->peer_bytes[from] = m->bytes_sent + m->bytes_received;
+            clock[w]++;
+            done_pushes++;
+            lora__push__free_unpacked(m, NULL);
+            int64_t mc = clock[0];
+            for (int k = 1; k < p->W; k++) mc = clock[k] < mc ? clock[k] : mc;
+            while (min_clock < mc) { /* the slowest worker finished iteration min_clock */
+                int slot = (int)(min_clock % ring);
+                r->step_loss = ring_tok[slot] ? ring_loss[slot] / (double)ring_tok[slot] : 0;
+                r->step_tokens = ring_tok[slot];
+                r->step_lr = lr_at(&sched, min_clock);
+                ring_loss[slot] = 0;
+                ring_tok[slot] = 0;
+                double tn = now_s();
+                if (report && p->rank == 0) report(r, min_clock, tn - t_last);
+                t_last = tn;
+                min_clock++;
+            }
+        } else {
+            free(buf);
+            ps_abort(p, 4, "rank %d sent an unexpected message (tag %d) to shard %d under SSP", from, tag, p->rank);
+        }
+        /* answer the pulls that the staleness bound now allows */
+        for (int i = 0; i < npend;) {
+            if (pend[i].clock - min_clock <= c->staleness) {
+                if (nout == cap) {
+                    PS_MPI(MPI_Waitall(nout, req, MPI_STATUSES_IGNORE));
+                    for (int k = 0; k < nout; k++) free(bufs[k]);
+                    nout = 0;
+                }
+                size_t l;
+                bufs[nout] = pack_update(r, pend[i].clock, LORA__STATUS__CONTINUE, &l);
+                ps_isend(p, bufs[nout], l, pend[i].worker, TAG_UPDATE, &req[nout]);
+                nout++;
+                pend[i] = pend[--npend];
+            } else
+                i++;
+        }
+    }
+    PS_MPI(MPI_Waitall(nout, req, MPI_STATUSES_IGNORE));
+    for (int k = 0; k < nout; k++) free(bufs[k]);
+    free(req);
+    free(bufs);
+    free(clock);
+    free(widx);
+    free(pend);
+    free(ring_loss);
+    free(ring_tok);
+}

@@ -1,0 +1,118 @@
+/*
+ * The worker side of the parameter server: compute the share of a step,
+ * push each shard its range, take the shards' updates (see include/ps.h).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ps.h"
+#include "wire.h"
+
+/* In-flight pushes of the current step: buffers live until the sends complete. */
+static MPI_Request *push_req;
+static uint8_t **push_buf;
+static int n_push;
+
+void worker_push(ps_state *r, int64_t step, uint64_t clock_version) {
+    ps_ctx *p = &r->p;
+    train_ctx *t = &r->t;
+    size_t n = t->ad.n_params;
+    memset(r->grad, 0, n * sizeof(float));
+    int64_t g0, cnt, ntok = 0;
+    ps_share(step, r->G, p->worker_index, p->W, &g0, &cnt);
+    double loss = cnt > 0 ? train_grad(t, g0, cnt, r->grad, &ntok) : 0.0;
+    if (p->hook_nan_step == step) r->grad[n / 2] = NAN; /* test hook: a gradient the server must catch */
+    if (!push_req) {
+        push_req = xmalloc(sizeof(MPI_Request) * (size_t)p->S);
+        push_buf = xcalloc((size_t)p->S, sizeof(uint8_t *));
+    }
+    int dtype = t->cfg.grad_dtype;
+    size_t ds = wire_dtype_size(dtype);
+    for (int s = 0; s < p->S; s++) {
+        uint64_t lo = p->lo[s], count = p->hi[s] - p->lo[s];
+        uint8_t *payload = xmalloc(count * ds + 1);
+        wire_encode_floats(payload, r->grad + lo, count, dtype);
+        Lora__Push m = LORA__PUSH__INIT;
+        m.wire_version = p->hook_wire_version >= 0 ? (uint32_t)p->hook_wire_version : WIRE_VERSION;
+        m.step = (uint64_t)step;
+        m.worker = (uint32_t)p->rank;
+        m.adapter_version = clock_version;
+        m.n_tokens = (uint64_t)ntok;
+        m.loss_sum = loss;
+        m.dtype = dtype;
+        m.offset = lo;
+        m.count = count;
+        m.payload.data = payload;
+        m.payload.len = count * ds;
+        m.checksum = wire_checksum(payload, count * ds);
+        m.bytes_sent = p->bytes_sent;
+        m.bytes_received = p->bytes_recv;
+        size_t len;
+        push_buf[s] = wire_pack(&m.base, &len);
+        free(payload);
+        if (p->hook_corrupt_step == step && len > 16) push_buf[s][len - 7] ^= 0x5a; /* test hook: bytes flipped on the wire */
+        ps_isend(p, push_buf[s], len, s, TAG_PUSH, &push_req[s]);
+    }
+    n_push = p->S;
+}
+
+void worker_finish_step(ps_state *r) {
+    if (!n_push) return;
+    PS_MPI(MPI_Waitall(n_push, push_req, MPI_STATUSES_IGNORE));
+    for (int s = 0; s < n_push; s++) {
+        free(push_buf[s]);
+        push_buf[s] = NULL;
+    }
+    n_push = 0;
+    (void)r;
+}
+
+int worker_recv_updates(ps_state *r, int64_t step) {
+    ps_ctx *p = &r->p;
+    int status = LORA__STATUS__CONTINUE;
+    for (int s = 0; s < p->S; s++) {
+        size_t len;
+        uint8_t *buf = ps_recv(p, s, TAG_UPDATE, &len, NULL, NULL);
+        struct lerr e;
+        Lora__Update *u = wire_unpack_update(buf, len, s, p->n_params, &e);
+        free(buf);
+        if (!u) ps_abort(p, 4, "%s", e.msg);
+        if (u->offset != p->lo[s] || u->count != p->hi[s] - p->lo[s])
+            ps_abort(p, 4, "shard %d sent an Update for keys [%llu, %llu), but it owns [%llu, %llu)", s,
+                     (unsigned long long)u->offset, (unsigned long long)(u->offset + u->count),
+                     (unsigned long long)p->lo[s], (unsigned long long)p->hi[s]);
+        if (step >= 0 && u->step != (uint64_t)step)
+            ps_abort(p, 4, "shard %d sent the Update of step %llu during step %lld", s, (unsigned long long)u->step,
+                     (long long)step);
+        wire_decode_floats(r->t.ad.w + u->offset, u->values.data, u->count, u->dtype, 0);
+        r->version = u->adapter_version;
+        if (u->status != LORA__STATUS__CONTINUE) status = u->status;
+        lora__update__free_unpacked(u, NULL);
+    }
+    return status;
+}
+
+void worker_run_ssp(ps_state *r) {
+    ps_ctx *p = &r->p;
+    for (int64_t c = 0; c < r->steps; c++) {
+        /* ask every shard for values at clock c; a shard answers once nobody is more than s behind */
+        uint8_t *bufs[64];
+        MPI_Request reqs[64];
+        int ns = p->S < 64 ? p->S : 64;
+        for (int s = 0; s < ns; s++) {
+            Lora__Pull m = LORA__PULL__INIT;
+            m.wire_version = WIRE_VERSION;
+            m.worker = (uint32_t)p->rank;
+            m.clock = (uint64_t)c;
+            size_t len;
+            bufs[s] = wire_pack(&m.base, &len);
+            ps_isend(p, bufs[s], len, s, TAG_PULL, &reqs[s]);
+        }
+        worker_recv_updates(r, -1);
+        PS_MPI(MPI_Waitall(ns, reqs, MPI_STATUSES_IGNORE));
+        for (int s = 0; s < ns; s++) free(bufs[s]);
+        worker_push(r, c, r->version);
+        worker_finish_step(r);
+    }
+}
