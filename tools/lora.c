@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "blas_env.h"
+#include "data.h"
 #include "gpt2.h"
 #include "lora.h"
 #include "merge.h"
@@ -26,7 +27,8 @@ static int usage(void) {
             "  lora eval   --config FILE [--adapter PEFT_DIR] [--set section.key=value ...]\n"
             "  lora parity FIXTURE_DIR [--tol 1e-4]\n"
             "  lora merge  --model HF_DIR --adapter PEFT_DIR --out DIR\n"
-            "  lora compare ADAPTER_A ADAPTER_B [--tol REL]   (no --tol: must be bitwise equal)\n");
+            "  lora compare ADAPTER_A ADAPTER_B [--tol REL]   (no --tol: must be bitwise equal)\n"
+            "  lora tokens --vocab V --count N [--seed S] --out FILE   (synthetic token file for tests)\n");
     return 2;
 }
 
@@ -106,6 +108,41 @@ static int cmd_compare(int argc, char **argv) {
     return (tol == 0 ? !bitwise : !(worst <= tol)) ? 1 : 0;
 }
 
+/* A synthetic token file for tests on tiny models: a noisy walk over the
+ * vocabulary (so there is something to learn), in this project's format. */
+static int cmd_tokens(int argc, char **argv) {
+    long long vocab = 0, count = 0, seed = 1;
+    const char *out = NULL;
+    for (int i = 0; i + 1 < argc; i += 2) {
+        char *end = NULL;
+        if (!strcmp(argv[i], "--vocab")) vocab = strtoll(argv[i + 1], &end, 10);
+        else if (!strcmp(argv[i], "--count")) count = strtoll(argv[i + 1], &end, 10);
+        else if (!strcmp(argv[i], "--seed")) seed = strtoll(argv[i + 1], &end, 10);
+        else if (!strcmp(argv[i], "--out")) out = argv[i + 1];
+        else return usage();
+        if (end && *end) return usage();
+    }
+    if (!out || vocab < 2 || vocab > 65535 || count < 1 || argc % 2) return usage();
+    int32_t *ids = xmalloc(sizeof(int32_t) * (size_t)count);
+    rng_t r;
+    rng_seed(&r, (uint64_t)seed);
+    int64_t t = 0;
+    for (long long i = 0; i < count; i++) {
+        uint64_t x = rng_next(&r);
+        t = (x % 4 == 0) ? (int64_t)(x >> 8) % vocab : (t * 7 + 3) % vocab;
+        ids[i] = (int32_t)t;
+    }
+    struct lerr e;
+    int rc = tok_write(out, ids, count, 2, &e);
+    free(ids);
+    if (rc) {
+        fprintf(stderr, "lora tokens: %s\n", e.msg);
+        return 1;
+    }
+    printf("wrote %lld tokens (vocab %lld) to %s\n", count, vocab, out);
+    return 0;
+}
+
 static int cmd_merge(int argc, char **argv) {
     const char *model = NULL, *adapter = NULL, *out = NULL;
     for (int i = 0; i + 1 < argc; i += 2) {
@@ -144,6 +181,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "parity")) return cmd_parity(argc - 2, argv + 2);
     if (!strcmp(cmd, "merge")) return cmd_merge(argc - 2, argv + 2);
     if (!strcmp(cmd, "compare")) return cmd_compare(argc - 2, argv + 2);
+    if (!strcmp(cmd, "tokens")) return cmd_tokens(argc - 2, argv + 2);
     if (!strcmp(cmd, "train")) return trainer_main(argc - 2, argv + 2, 0);
     if (!strcmp(cmd, "eval")) return trainer_main(argc - 2, argv + 2, 1);
     return usage();

@@ -51,7 +51,7 @@ void worker_push(ps_state *r, int64_t step, uint64_t clock_version) {
         size_t len;
         push_buf[s] = wire_pack(&m.base, &len);
         free(payload);
-        if (p->hook_corrupt_step == step && len > 16) push_buf[s][len - 7] ^= 0x5a; /* test hook: bytes flipped on the wire */
+        if (p->hook_corrupt_step == step && len > 16) push_buf[s][len / 2] ^= 0x5a; /* test hook: a byte flipped on the wire */
         ps_isend(p, push_buf[s], len, s, TAG_PUSH, &push_req[s]);
     }
     n_push = p->S;

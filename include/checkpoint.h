@@ -1,0 +1,93 @@
+/*
+ * ckpt_: HDF5 checkpoints of a run (written by the coordinator, rank 0).
+ *
+ * One file per checkpoint, DIR/step_00001200.h5, laid out so that `h5dump -H`
+ * reads like a table of contents (the full spec is docs/checkpoint-format.md):
+ *   /                      attrs: format = "lora-ps-checkpoint", format_version, step, epoch,
+ *                                 tokens_seen, created (UTC, ISO 8601), project_version
+ *   /config                dataset: the run config, full INI text
+ *   /base_model            attrs: path, size (bytes), hash (hex of hash64 of the safetensors bytes)
+ *   /adapter/<module>/lora_A, lora_B   float32 datasets; <module> is peft's module path
+ *                          (base_model.model.transformer.h.0.attn.c_attn); the group has attrs
+ *                          r, alpha, scaling
+ *   /optimizer             attrs: name, step (AdamW steps applied), lr, beta1, beta2, eps, weight_decay
+ *   /optimizer/exp_avg/<module>/lora_A ...      AdamW m, same tree as /adapter
+ *   /optimizer/exp_avg_sq/<module>/lora_A ...   AdamW v
+ *   /schedule              attrs: kind, lr, warmup_steps, total_steps, min_lr_ratio, position
+ *   /rng                   attrs: init_seed, data_seed, dropout_seed (every random draw of the
+ *                                 project is a pure function of these and the data position)
+ *   /data                  attrs: cursor (global sample index of the next step), epoch,
+ *                                 seq_len, sampling, train_tokens
+ *   /metrics               datasets step (int64), loss, lr, tokens_per_s (float64), one row per step so far
+ *
+ * Writing is atomic: DIR/.step_XXXXXXXX.h5.tmp.<pid> is written, flushed, fsynced, renamed
+ * over the final name and the directory fsynced; on any error (a full disk included) the
+ * temporary file is removed and the previous checkpoints are untouched. After a successful
+ * write only the `keep` newest checkpoints stay.
+ *
+ * Reading validates the format name and version (an unknown version is rejected naming both
+ * versions), every dataset's presence and shape against the adapter layout, and the metrics'
+ * lengths; a truncated or corrupted file is an error, never a silent partial load.
+ */
+#ifndef CHECKPOINT_H
+#define CHECKPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lerr.h"
+#include "lora.h"
+
+#define CKPT_FORMAT "lora-ps-checkpoint"
+#define CKPT_VERSION 1
+
+typedef struct {
+    int64_t step;            /* optimizer steps completed (the next step to run) */
+    int64_t epoch;
+    int64_t tokens_seen;
+    int64_t data_cursor;     /* global sample index where the next step starts */
+    int64_t opt_steps;       /* AdamW steps applied (t of the last update); < step when steps were skipped */
+    /* optimizer and schedule settings at write time */
+    float lr, beta1, beta2, eps, weight_decay, min_lr_ratio;
+    int schedule_kind;       /* sched_kind */
+    int64_t warmup_steps, total_steps;
+    /* seeds and data */
+    uint64_t init_seed, data_seed, dropout_seed;
+    int seq_len, sampling;
+    int64_t train_tokens;
+    /* identity */
+    const char *config_text; /* on read: malloc'd, freed by ckpt_state_free */
+    const char *model_path;  /* on read: malloc'd */
+    uint64_t model_size, model_hash;
+    /* metrics so far: n rows */
+    int64_t n_metrics;
+    int64_t *m_step;
+    double *m_loss, *m_lr, *m_tokens_per_s;
+} ckpt_state;
+
+/* Writes dir/step_%08lld.h5 from st, the adapter's values (a->w) and the
+ * optimizer's flat m and v (same layout as a->w). Creates dir if needed.
+ * Keeps the `keep` newest checkpoints (keep <= 0: keep all). On success the
+ * final path goes to path_out (if not NULL). */
+int ckpt_write(const char *dir, const ckpt_state *st, const lora_adapter *a, const float *m, const float *v,
+               int keep, char *path_out, size_t path_cap, struct lerr *e);
+
+/* Reads path into st (strings and metrics malloc'd), a->w, m and v. The
+ * adapter layout (module names, r, shapes) must match a's exactly; a
+ * mismatch is an error naming the dataset and both shapes. */
+int ckpt_read(const char *path, ckpt_state *st, lora_adapter *a, float *m, float *v, struct lerr *e);
+void ckpt_state_free(ckpt_state *st);
+
+/* Reads only the header (root attrs, config text, base model identity, and
+ * r/alpha/modules of the adapter) for resume checks, without a layout. The
+ * adapter spec found is described in spec_out as peft would (targets are the
+ * full module paths). */
+int ckpt_read_meta(const char *path, ckpt_state *st, lora_spec *spec_out, struct lerr *e);
+
+/* The newest checkpoint in dir that validates (ckpt_read_meta succeeds).
+ * Invalid newer files are skipped with a warning written to `warn` (one line
+ * each, may be NULL). Returns 1 and the path if one was found, 0 if none
+ * exists (fresh start), -1 on an error reading dir itself. */
+int ckpt_find_latest(const char *dir, char *path_out, size_t cap, char *warn, size_t warn_cap, struct lerr *e);
+
+#endif
