@@ -144,6 +144,8 @@ static void report(ps_state *r, int64_t step, double t_step) {
     uint64_t dbytes = bytes - prog.last_bytes;
     prog.last_bytes = bytes;
     prog.tokens_done += r->step_tokens;
+    r->sum_step_s += t_step;
+    r->sum_compute_s += r->step_compute;
     double el = now_s() - prog.t0, tps = t_step > 0 ? r->step_tokens / t_step : 0;
     double eta = (double)(r->steps - step - 1) * el / (double)(step + 1);
     char etab[32];
@@ -225,11 +227,16 @@ static void summary(ps_state *r, double wall, const uint64_t bytes_at_start[2]) 
            "full fine-tuning (%lld params, fp32) would move %.1f MB per step: %.1fx more\n",
            per_step / 1e6, wire_dtype_name(r->t.cfg.grad_dtype), wire_dtype_name(r->t.cfg.param_dtype),
            (unsigned long long)tot[0], (long long)r->t.model.n_params, full / 1e6, full / per_step);
-    printf("trained %lld steps in %.1f s (%.0f tok/s) on %d ranks\n", (long long)r->steps, wall,
-           prog.tokens_done / wall, p->size);
+    double comm_share = r->sum_step_s > 0 ? 1.0 - r->sum_compute_s / r->sum_step_s : 0;
+    if (comm_share < 0) comm_share = 0;
+    printf("trained %lld steps in %.1f s (%.0f tok/s) on %d ranks; %.1f ms/step, of which %.1f%% outside the "
+           "slowest worker's forward/backward (communication, aggregation, optimizer)\n",
+           (long long)r->steps, wall, prog.tokens_done / wall, p->size, 1e3 * wall / (double)steps, 100 * comm_share);
     if (prog.metrics) {
-        fprintf(prog.metrics, "{\"summary\": true, \"bytes_per_step\": %.0f, \"ratio_vs_full_finetune\": %.2f, "
-                              "\"wall_s\": %.3f}\n", per_step, full / per_step, wall);
+        fprintf(prog.metrics, "{\"summary\": true, \"ranks\": %d, \"bytes_per_step\": %.0f, "
+                              "\"ratio_vs_full_finetune\": %.2f, \"ms_per_step\": %.3f, \"comm_share\": %.4f, "
+                              "\"wall_s\": %.3f}\n", p->size, per_step, full / per_step, 1e3 * wall / (double)steps,
+                comm_share, wall);
     }
 }
 
@@ -244,9 +251,11 @@ int ps_run(int argc, char **argv) {
         if (rank == 0) fprintf(stderr, "lora_worker: %s\n", e.msg);
         return 1; /* every rank reads the same arguments and fails alike */
     }
-    if (train_ctx_open(&r.t, &cfg, &e)) ps_abort(NULL, 1, "%s", e.msg);
-    if (ps_init(&r.p, cfg.servers, r.t.ad.n_params, &e)) ps_abort(&r.p, 1, "%s", e.msg);
+    if (ps_init(&r.p, cfg.servers, &e)) ps_abort(&r.p, 1, "%s", e.msg);
     ps_ctx *p = &r.p;
+    gpt2_alloc shared = ps_node_alloc(p);
+    if (train_ctx_open(&r.t, &cfg, &shared, &e)) ps_abort(p, 1, "%s", e.msg);
+    ps_layout(p, r.t.ad.n_params);
     if (cfg.staleness > 0 && p->size == p->S)
         ps_abort(p, 1, "[system] staleness > 0 needs dedicated server ranks: run more ranks than servers (%d)", p->S);
     r.steps = cfg.steps;
@@ -291,6 +300,7 @@ int ps_run(int argc, char **argv) {
             if (p->is_server) server_step_bsp(&r, step);
             if (p->is_worker) worker_recv_updates(&r, step);
             if (p->is_worker) worker_finish_step(&r);
+            if (p->worker_index == 0) worker_maybe_eval(&r, step + 1);
             if (p->is_server) server_finish_step(&r);
             if (rank == 0) report(&r, step, now_s() - ts);
         }

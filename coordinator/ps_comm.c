@@ -43,8 +43,9 @@ static int64_t hook(const char *name, int rank) {
     return (int64_t)x;
 }
 
-int ps_init(ps_ctx *p, int servers, uint64_t n_params, struct lerr *e) {
+int ps_init(ps_ctx *p, int servers, struct lerr *e) {
     memset(p, 0, sizeof *p);
+    p->shm_win = MPI_WIN_NULL;
     PS_MPI(MPI_Comm_dup(MPI_COMM_WORLD, &p->comm));
     PS_MPI(MPI_Comm_set_errhandler(p->comm, MPI_ERRORS_RETURN));
     PS_MPI(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
@@ -52,8 +53,8 @@ int ps_init(ps_ctx *p, int servers, uint64_t n_params, struct lerr *e) {
     PS_MPI(MPI_Comm_size(p->comm, &p->size));
     if (servers > p->size)
         return lerr_set(e, "[system] servers = %d but the job has only %d ranks", servers, p->size);
+    if (servers > 64) return lerr_set(e, "[system] servers = %d: at most 64 server shards are supported", servers);
     p->S = servers;
-    p->n_params = n_params;
     p->is_server = p->rank < p->S;
     int dedicated = p->size > p->S;
     p->W = dedicated ? p->size - p->S : p->size;
@@ -61,12 +62,6 @@ int ps_init(ps_ctx *p, int servers, uint64_t n_params, struct lerr *e) {
     p->worker_index = p->is_worker ? (dedicated ? p->rank - p->S : p->rank) : -1;
     p->worker_ranks = xmalloc(sizeof(int) * (size_t)p->W);
     for (int w = 0; w < p->W; w++) p->worker_ranks[w] = dedicated ? p->S + w : w;
-    p->lo = xmalloc(sizeof(uint64_t) * (size_t)p->S);
-    p->hi = xmalloc(sizeof(uint64_t) * (size_t)p->S);
-    for (int s = 0; s < p->S; s++) {
-        p->lo[s] = n_params * (uint64_t)s / (uint64_t)p->S;
-        p->hi[s] = n_params * (uint64_t)(s + 1) / (uint64_t)p->S;
-    }
     /* collective: every rank calls both splits */
     PS_MPI(MPI_Comm_split(p->comm, p->is_server ? 0 : MPI_UNDEFINED, p->rank, &p->servers));
     if (p->servers != MPI_COMM_NULL) PS_MPI(MPI_Comm_set_errhandler(p->servers, MPI_ERRORS_RETURN));
@@ -78,7 +73,44 @@ int ps_init(ps_ctx *p, int servers, uint64_t n_params, struct lerr *e) {
     return 0;
 }
 
+void ps_layout(ps_ctx *p, uint64_t n_params) {
+    p->n_params = n_params;
+    p->lo = xmalloc(sizeof(uint64_t) * (size_t)p->S);
+    p->hi = xmalloc(sizeof(uint64_t) * (size_t)p->S);
+    for (int s = 0; s < p->S; s++) {
+        p->lo[s] = n_params * (uint64_t)s / (uint64_t)p->S;
+        p->hi[s] = n_params * (uint64_t)(s + 1) / (uint64_t)p->S;
+    }
+}
+
+/* The node's shared block for converted weights (gpt2_alloc callbacks). */
+static float *shm_alloc(size_t bytes, void *ctx, int *fill) {
+    ps_ctx *p = ctx;
+    int nr;
+    PS_MPI(MPI_Comm_rank(p->node, &nr));
+    void *base = NULL, *p0 = NULL;
+    MPI_Aint qs;
+    int du;
+    /* collective over the node: the node's first rank holds the whole block */
+    PS_MPI(MPI_Win_allocate_shared(nr == 0 ? (MPI_Aint)bytes : 0, sizeof(float), MPI_INFO_NULL, p->node, &base,
+                                   &p->shm_win));
+    PS_MPI(MPI_Win_shared_query(p->shm_win, 0, &qs, &du, &p0));
+    *fill = nr == 0;
+    return p0;
+}
+
+static void shm_ready(void *ctx) {
+    ps_ctx *p = ctx;
+    PS_MPI(MPI_Barrier(p->node)); /* collective over the node: the writer is done */
+}
+
+gpt2_alloc ps_node_alloc(ps_ctx *p) {
+    gpt2_alloc a = {shm_alloc, shm_ready, p};
+    return a;
+}
+
 void ps_free(ps_ctx *p) {
+    if (p->shm_win != MPI_WIN_NULL) MPI_Win_free(&p->shm_win); /* collective over the node */
     if (p->servers != MPI_COMM_NULL) MPI_Comm_free(&p->servers);
     if (p->node != MPI_COMM_NULL) MPI_Comm_free(&p->node);
     if (p->comm != MPI_COMM_NULL) MPI_Comm_free(&p->comm);

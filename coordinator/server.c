@@ -153,12 +153,14 @@ void server_step_bsp(ps_state *r, int64_t step) {
     memset(r->gsum, 0, n * sizeof(float));
     int64_t ntok = 0;
     double loss = 0;
+    r->step_compute = 0;
     /* fixed order: worker ranks ascending, whatever order the messages arrive in */
     for (int w = 0; w < p->W; w++) {
         Lora__Push *m = recv_push(r, p->worker_ranks[w], step);
         wire_decode_floats(r->gsum, m->payload.data, n, m->dtype, 1);
         ntok += (int64_t)m->n_tokens;
         loss += m->loss_sum;
+        if (m->compute_seconds > r->step_compute) r->step_compute = m->compute_seconds;
         if (p->rank == 0 && m->worker != 0) r->peer_bytes[m->worker] = m->bytes_sent + m->bytes_received;
         lora__push__free_unpacked(m, NULL);
     }
@@ -209,10 +211,14 @@ void server_run_ssp(ps_state *r, void (*report)(ps_state *r, int64_t step, doubl
     int ring = c->staleness + 2;
     double *ring_loss = xcalloc((size_t)ring, sizeof(double));
     int64_t *ring_tok = xcalloc((size_t)ring, sizeof(int64_t));
+    double *ring_compute = xcalloc((size_t)ring, sizeof(double));
     int64_t min_clock = 0, done_pushes = 0, total = r->steps * p->W;
     double t_last = now_s();
     lr_schedule sched = {(sched_kind)c->schedule, c->lr, c->warmup_steps, r->steps, c->min_lr_ratio};
     adamw_hparams hp = {c->beta1, c->beta2, c->eps, c->weight_decay};
+    int64_t acc_tok = 0;
+    int acc_n = 0, acc_bad = 0;
+    memset(r->gsum, 0, n * sizeof(float));
     /* outstanding sends (each Update has its own buffer) */
     int cap = 4 * p->W + 4, nout = 0;
     MPI_Request *req = xmalloc(sizeof(MPI_Request) * (size_t)cap);
@@ -241,24 +247,37 @@ void server_run_ssp(ps_state *r, void (*report)(ps_state *r, int64_t step, doubl
                          "[%llu, +%llu)", from, (unsigned long long)m->step, (unsigned long long)m->offset,
                          (unsigned long long)m->count, p->rank, (long long)clock[w], (unsigned long long)lo,
                          (unsigned long long)n);
-            wire_decode_floats(r->gsum, m->payload.data, n, m->dtype, 0);
-            if (m->n_tokens) grad_scale(r->gsum, n, 1.0f / (float)m->n_tokens);
-            int bad = nonfinite(r->gsum, n) || !isfinite(m->loss_sum);
-            if (bad) {
-                if (c->nan_policy)
-                    ps_abort(p, 5, "rank %d's gradient at iteration %llu holds NaN or Inf ([system] nan_policy = "
-                             "abort)", from, (unsigned long long)m->step + 1);
-                fprintf(stderr, "lora_worker: warning: shard %d: rank %d's gradient at iteration %llu holds NaN or "
-                                "Inf; push skipped\n", p->rank, from, (unsigned long long)m->step + 1);
-            } else {
-                /* clipping on the shard's own slice: shards do not synchronize under SSP */
-                float coef = clip_coef(sqrt(grad_sq_sum(r->gsum, n)), c->grad_clip);
-                if (coef < 1.0f) grad_scale(r->gsum, n, coef);
-                adamw_step(r->t.ad.w + lo, r->m, r->v, r->gsum, n, ++r->opt_t, lr_at(&sched, m->step), &hp);
+            /* Pushes accumulate (sums of token-loss gradients, so each counts by its tokens); every W
+             * pushes, a step's worth of samples, the shard takes one AdamW step on their mean, as BSP
+             * would, except that the gradients may come from values up to `staleness` steps old. */
+            wire_decode_floats(r->gsum, m->payload.data, n, m->dtype, 1);
+            acc_tok += (int64_t)m->n_tokens;
+            acc_bad |= !isfinite(m->loss_sum);
+            if (++acc_n == p->W) {
+                if (acc_tok) grad_scale(r->gsum, n, 1.0f / (float)acc_tok);
+                int bad = acc_bad || nonfinite(r->gsum, n);
+                if (bad) {
+                    if (c->nan_policy)
+                        ps_abort(p, 5, "shard %d: the gradient of update %lld holds NaN or Inf ([system] nan_policy = "
+                                 "abort)", p->rank, (long long)r->version + 1);
+                    fprintf(stderr, "lora_worker: warning: shard %d: the gradient of update %lld holds NaN or Inf; "
+                                    "update skipped\n", p->rank, (long long)r->version + 1);
+                } else {
+                    /* clipping on the shard's own slice: shards do not synchronize under SSP */
+                    float coef = clip_coef(sqrt(grad_sq_sum(r->gsum, n)), c->grad_clip);
+                    if (coef < 1.0f) grad_scale(r->gsum, n, coef);
+                    adamw_step(r->t.ad.w + lo, r->m, r->v, r->gsum, n, ++r->opt_t,
+                               lr_at(&sched, (int64_t)r->version), &hp);
+                }
                 r->version++;
+                memset(r->gsum, 0, n * sizeof(float));
+                acc_tok = 0;
+                acc_n = 0;
+                acc_bad = 0;
             }
             ring_loss[m->step % ring] += m->loss_sum;
             ring_tok[m->step % ring] += (int64_t)m->n_tokens;
+            if (m->compute_seconds > ring_compute[m->step % ring]) ring_compute[m->step % ring] = m->compute_seconds;
             if (p->rank == 0) r->peer_bytes[from] = m->bytes_sent + m->bytes_received;
             clock[w]++;
             done_pushes++;
@@ -270,8 +289,10 @@ void server_run_ssp(ps_state *r, void (*report)(ps_state *r, int64_t step, doubl
                 r->step_loss = ring_tok[slot] ? ring_loss[slot] / (double)ring_tok[slot] : 0;
                 r->step_tokens = ring_tok[slot];
                 r->step_lr = lr_at(&sched, min_clock);
+                r->step_compute = ring_compute[slot];
                 ring_loss[slot] = 0;
                 ring_tok[slot] = 0;
+                ring_compute[slot] = 0;
                 double tn = now_s();
                 if (report && p->rank == 0) report(r, min_clock, tn - t_last);
                 t_last = tn;
@@ -307,4 +328,5 @@ void server_run_ssp(ps_state *r, void (*report)(ps_state *r, int64_t step, doubl
     free(pend);
     free(ring_loss);
     free(ring_tok);
+    free(ring_compute);
 }

@@ -53,6 +53,7 @@ typedef struct {
     int64_t n_params;     /* parameters as torch counts them (tied counted once) */
     st_file *st;          /* the mapped safetensors file (NULL for a random model) */
     float *owned;         /* converted or random weights */
+    int owned_shared;     /* owned came from a gpt2_alloc (not ours to free) */
     char dir[1024];
 } gpt2;
 
@@ -66,6 +67,18 @@ int gpt2_open(gpt2 *m, const char *dir, struct lerr *e);
 /* Only the shape: config, sites and parameter count, no weights (for counting
  * and for adapters laid out without a model). Free with gpt2_free. */
 void gpt2_init_shape(gpt2 *m, const gpt2_config *c);
+/* Where converted (F16/BF16) weights go when several processes of a node
+ * should hold one copy: alloc returns a block of `bytes` shared by the node and
+ * sets *fill when this process must write it; ready is called by every process
+ * after the writer's conversion (a node barrier). Both are collective over the
+ * node. gpt2_open_shared with al = NULL is gpt2_open. */
+typedef struct {
+    float *(*alloc)(size_t bytes, void *ctx, int *fill);
+    void (*ready)(void *ctx);
+    void *ctx;
+} gpt2_alloc;
+int gpt2_open_shared(gpt2 *m, const char *dir, const gpt2_alloc *al, struct lerr *e);
+
 /* A model with random weights (N(0, 0.02), LayerNorm 1/0), seeded: for benchmarks. */
 void gpt2_init_random(gpt2 *m, const gpt2_config *c, uint64_t seed);
 void gpt2_free(gpt2 *m);

@@ -41,6 +41,7 @@ typedef struct {
     MPI_Comm comm;        /* dup of MPI_COMM_WORLD, errors return */
     MPI_Comm servers;     /* ranks < S; MPI_COMM_NULL elsewhere */
     MPI_Comm node;        /* ranks sharing memory with this one */
+    MPI_Win shm_win;      /* the node's shared block of converted base weights, or MPI_WIN_NULL */
     int rank, size, S, W;
     int is_server, is_worker, worker_index;
     int *worker_ranks;    /* (W) */
@@ -65,7 +66,12 @@ void ps_mpi_fail(int rc, const char *what, const char *file, int line);
 _Noreturn void ps_abort(const ps_ctx *p, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Sets up roles and communicators (collective over MPI_COMM_WORLD). */
-int ps_init(ps_ctx *p, int servers, uint64_t n_params, struct lerr *e);
+int ps_init(ps_ctx *p, int servers, struct lerr *e);
+/* Splits the n_params keys among the S shards. */
+void ps_layout(ps_ctx *p, uint64_t n_params);
+/* An allocator that gives the ranks of a node one shared copy of the
+ * converted base weights (MPI-3 shared window; see gpt2_open_shared). */
+gpt2_alloc ps_node_alloc(ps_ctx *p);
 void ps_free(ps_ctx *p);
 
 /* Non-blocking send of len bytes (counted); buf must live until the request completes. */
@@ -97,6 +103,8 @@ typedef struct {
     float step_lr;
     double step_norm;
     int step_skipped;
+    double step_compute;       /* the slowest worker's forward/backward time */
+    double sum_step_s, sum_compute_s; /* rank 0: totals over the run, for the communication share */
     uint64_t *peer_bytes;      /* rank 0: (size) the latest sent+received totals each rank reported */
 } ps_state;
 
@@ -107,6 +115,9 @@ void worker_push(ps_state *r, int64_t step, uint64_t clock_version);
 /* Receives one Update from every shard into t.ad.w; returns the status (LORA__STATUS__*). */
 int worker_recv_updates(ps_state *r, int64_t step);
 void worker_finish_step(ps_state *r);
+/* The first worker evaluates on [data] val every [train] eval_every steps
+ * (with the values it holds after `steps_done` steps) and prints the line. */
+void worker_maybe_eval(ps_state *r, int64_t steps_done);
 /* SSP worker: pulls, computes and pushes `steps` iterations. */
 void worker_run_ssp(ps_state *r);
 

@@ -20,14 +20,16 @@ typedef struct {
     lora_adapter ad;       /* the values a worker computes with */
     tok_file *train, *val; /* val may be NULL */
     data_order order;
-    gpt2_acts *acts;       /* batch_size x seq_len */
+    gpt2_acts *acts;       /* acts_B x seq_len, made on first use */
+    int acts_B;
     int32_t *tokens, *targets;
     int64_t *ids;
 } train_ctx;
 
-/* Loads the model, builds (and initializes, or loads from init_from) the
+/* Loads the model (converted weights through al when not NULL, see
+ * gpt2_open_shared), builds (and initializes, or loads from init_from) the
  * adapter, opens the data. Errors name the file or config key. */
-int train_ctx_open(train_ctx *t, const run_config *c, struct lerr *e);
+int train_ctx_open(train_ctx *t, const run_config *c, const gpt2_alloc *al, struct lerr *e);
 void train_ctx_close(train_ctx *t);
 
 /* Samples per optimizer step (batch_size * grad_accum). */

@@ -18,6 +18,7 @@
 #include "merge.h"
 #include "parity.h"
 #include "safetensors.h"
+#include "util.h"
 #include "trainer.h"
 
 static int usage(void) {
@@ -28,7 +29,9 @@ static int usage(void) {
             "  lora parity FIXTURE_DIR [--tol 1e-4]\n"
             "  lora merge  --model HF_DIR --adapter PEFT_DIR --out DIR\n"
             "  lora compare ADAPTER_A ADAPTER_B [--tol REL]   (no --tol: must be bitwise equal)\n"
-            "  lora tokens --vocab V --count N [--seed S] --out FILE   (synthetic token file for tests)\n");
+            "  lora tokens --vocab V --count N [--seed S] --out FILE   (synthetic token file for tests)\n"
+            "  lora init-model --out DIR [--preset gpt2-124m] [--layers L --embd C --heads H --vocab V --positions P]\n"
+            "                  [--seed S] [--dtype f32|f16]   (random GPT-2 for benchmarks)\n");
     return 2;
 }
 
@@ -143,6 +146,100 @@ static int cmd_tokens(int argc, char **argv) {
     return 0;
 }
 
+/* A GPT-2 HF folder with random (seeded) weights, for benchmarks: config.json
+ * + model.safetensors (F32 unless --dtype f16), keys as HF writes them. */
+static int cmd_init_model(int argc, char **argv) {
+    gpt2_config c = {.n_layer = 12, .n_head = 12, .n_embd = 768, .n_positions = 1024, .vocab_size = 50257,
+                     .ln_eps = 1e-5f, .tied = 1};
+    long long seed = 1234;
+    const char *out = NULL, *dtype = "f32";
+    for (int i = 0; i + 1 < argc; i += 2) {
+        char *end = NULL;
+        long v = 0;
+        if (!strcmp(argv[i], "--out")) out = argv[i + 1];
+        else if (!strcmp(argv[i], "--dtype")) dtype = argv[i + 1];
+        else if (!strcmp(argv[i], "--preset")) {
+            if (strcmp(argv[i + 1], "gpt2-124m")) return usage();
+        } else {
+            v = strtol(argv[i + 1], &end, 10);
+            if (*end || v < 1 || v > 1000000) return usage();
+            if (!strcmp(argv[i], "--layers")) c.n_layer = (int)v;
+            else if (!strcmp(argv[i], "--embd")) c.n_embd = (int)v;
+            else if (!strcmp(argv[i], "--heads")) c.n_head = (int)v;
+            else if (!strcmp(argv[i], "--vocab")) c.vocab_size = (int)v;
+            else if (!strcmp(argv[i], "--positions")) c.n_positions = (int)v;
+            else if (!strcmp(argv[i], "--seed")) seed = v;
+            else return usage();
+        }
+    }
+    if (!out || argc % 2 || c.n_embd % c.n_head || (strcmp(dtype, "f32") && strcmp(dtype, "f16"))) return usage();
+    c.n_inner = 4 * c.n_embd;
+    struct lerr e = {{0}};
+    if (mkdir_p(out, &e)) {
+        fprintf(stderr, "lora init-model: %s\n", e.msg);
+        return 1;
+    }
+    gpt2 m;
+    gpt2_init_random(&m, &c, (uint64_t)seed);
+    int L = c.n_layer, n = 4 + 12 * L, k = 0;
+    st_entry *ent = xcalloc((size_t)n, sizeof(st_entry));
+    char (*names)[96] = xcalloc((size_t)n, 96);
+    st_dtype dt = strcmp(dtype, "f16") ? ST_F32 : ST_F16;
+    int64_t C = c.n_embd, F = c.n_inner;
+#define ENT(ptr, d0, d1, ...)                                                                                          \
+    do {                                                                                                               \
+        snprintf(names[k], 96, __VA_ARGS__);                                                                           \
+        ent[k] = (st_entry){names[k], dt, (d1) != 0 ? 2 : 1, {(d0), (d1)}, (ptr)};                                     \
+        k++;                                                                                                           \
+    } while (0)
+    ENT(m.wte, c.vocab_size, C, "transformer.wte.weight");
+    ENT(m.wpe, c.n_positions, C, "transformer.wpe.weight");
+    ENT(m.lnf_w, C, 0, "transformer.ln_f.weight");
+    ENT(m.lnf_b, C, 0, "transformer.ln_f.bias");
+    for (int l = 0; l < L; l++) {
+        const gpt2_layer *y = &m.layer[l];
+        ENT(y->ln1_w, C, 0, "transformer.h.%d.ln_1.weight", l);
+        ENT(y->ln1_b, C, 0, "transformer.h.%d.ln_1.bias", l);
+        ENT(y->qkv_w, C, 3 * C, "transformer.h.%d.attn.c_attn.weight", l);
+        ENT(y->qkv_b, 3 * C, 0, "transformer.h.%d.attn.c_attn.bias", l);
+        ENT(y->aproj_w, C, C, "transformer.h.%d.attn.c_proj.weight", l);
+        ENT(y->aproj_b, C, 0, "transformer.h.%d.attn.c_proj.bias", l);
+        ENT(y->ln2_w, C, 0, "transformer.h.%d.ln_2.weight", l);
+        ENT(y->ln2_b, C, 0, "transformer.h.%d.ln_2.bias", l);
+        ENT(y->fc_w, C, F, "transformer.h.%d.mlp.c_fc.weight", l);
+        ENT(y->fc_b, F, 0, "transformer.h.%d.mlp.c_fc.bias", l);
+        ENT(y->fproj_w, F, C, "transformer.h.%d.mlp.c_proj.weight", l);
+        ENT(y->fproj_b, C, 0, "transformer.h.%d.mlp.c_proj.bias", l);
+    }
+#undef ENT
+    char path[4200];
+    snprintf(path, sizeof path, "%s/model.safetensors", out);
+    const char *meta[] = {"format", "pt"};
+    int rc = st_write(path, ent, k, meta, 1, &e);
+    if (!rc) {
+        char cfg[1024];
+        int len = snprintf(cfg, sizeof cfg,
+                           "{\n  \"model_type\": \"gpt2\",\n  \"architectures\": [\"GPT2LMHeadModel\"],\n"
+                           "  \"n_layer\": %d,\n  \"n_head\": %d,\n  \"n_embd\": %d,\n  \"n_positions\": %d,\n"
+                           "  \"vocab_size\": %d,\n  \"n_inner\": null,\n  \"layer_norm_epsilon\": 1e-05,\n"
+                           "  \"activation_function\": \"gelu_new\",\n  \"tie_word_embeddings\": true,\n"
+                           "  \"dtype\": \"%s\"\n}\n",
+                           c.n_layer, c.n_head, c.n_embd, c.n_positions, c.vocab_size,
+                           dt == ST_F32 ? "float32" : "float16");
+        snprintf(path, sizeof path, "%s/config.json", out);
+        rc = write_file_atomic(path, cfg, (size_t)len, &e);
+    }
+    if (rc)
+        fprintf(stderr, "lora init-model: %s\n", e.msg);
+    else
+        printf("wrote a random GPT-2 (L=%d C=%d H=%d V=%d, %lld params, %s, seed %lld) to %s\n", c.n_layer, c.n_embd,
+               c.n_head, c.vocab_size, (long long)m.n_params, dtype, seed, out);
+    free(ent);
+    free(names);
+    gpt2_free(&m);
+    return rc ? 1 : 0;
+}
+
 static int cmd_merge(int argc, char **argv) {
     const char *model = NULL, *adapter = NULL, *out = NULL;
     for (int i = 0; i + 1 < argc; i += 2) {
@@ -182,6 +279,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "merge")) return cmd_merge(argc - 2, argv + 2);
     if (!strcmp(cmd, "compare")) return cmd_compare(argc - 2, argv + 2);
     if (!strcmp(cmd, "tokens")) return cmd_tokens(argc - 2, argv + 2);
+    if (!strcmp(cmd, "init-model")) return cmd_init_model(argc - 2, argv + 2);
     if (!strcmp(cmd, "train")) return trainer_main(argc - 2, argv + 2, 0);
     if (!strcmp(cmd, "eval")) return trainer_main(argc - 2, argv + 2, 1);
     return usage();

@@ -146,7 +146,9 @@ typedef struct {
     int64_t shape[2];
 } wslot;
 
-int gpt2_open(gpt2 *m, const char *dir, struct lerr *e) {
+int gpt2_open(gpt2 *m, const char *dir, struct lerr *e) { return gpt2_open_shared(m, dir, NULL, e); }
+
+int gpt2_open_shared(gpt2 *m, const char *dir, const gpt2_alloc *al, struct lerr *e) {
     memset(m, 0, sizeof *m);
     snprintf(m->dir, sizeof m->dir, "%s", dir);
     char path[1100];
@@ -236,18 +238,29 @@ int gpt2_open(gpt2 *m, const char *dir, struct lerr *e) {
             goto out;
         }
     }
-    m->owned = n_owned ? xalloc_aligned(n_owned * sizeof(float)) : NULL;
+    /* With an allocator (ranks of a node sharing one block), only the process
+     * told to fill it converts; the others read what it wrote after ready(). */
+    int fill = 1;
+    if (n_owned && al) {
+        m->owned = al->alloc(n_owned * sizeof(float), al->ctx, &fill);
+        m->owned_shared = 1;
+    } else if (n_owned) {
+        m->owned = xalloc_aligned(n_owned * sizeof(float));
+    }
     size_t at = 0;
+    int conv_rc = 0;
     for (int i = 0; i < ns; i++) {
         const st_tensor *t = found[i];
         if (t->dtype == ST_F32 && !((uintptr_t)t->data & 3u)) {
             *ws[i].dst = (const float *)t->data;
         } else {
-            if (st_to_f32(m->owned + at, t, e)) goto out;
+            if (fill && !conv_rc && st_to_f32(m->owned + at, t, e)) conv_rc = -1;
             *ws[i].dst = m->owned + at;
             at += (size_t)t->numel;
         }
     }
+    if (n_owned && al) al->ready(al->ctx); /* every process of the node gets here, even after an error */
+    if (conv_rc) goto out;
     if (c->tied) m->lm_head = m->wte;
     m->n_params = count_params(c);
     make_sites(m);
@@ -314,7 +327,7 @@ void gpt2_init_random(gpt2 *m, const gpt2_config *c, uint64_t seed) {
 void gpt2_free(gpt2 *m) {
     if (!m) return;
     st_close(m->st);
-    free(m->owned);
+    if (!m->owned_shared) free(m->owned); /* a shared block belongs to its allocator */
     free(m->layer);
     free(m->sites);
     memset(m, 0, sizeof *m);

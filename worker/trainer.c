@@ -30,11 +30,11 @@ static int check_vocab(const tok_file *f, int vocab, struct lerr *e) {
     return 0;
 }
 
-int train_ctx_open(train_ctx *t, const run_config *c, struct lerr *e) {
+int train_ctx_open(train_ctx *t, const run_config *c, const gpt2_alloc *al, struct lerr *e) {
     memset(t, 0, sizeof *t);
     t->cfg = *c;
     if (c->threads > 0) omp_set_num_threads(c->threads);
-    if (gpt2_open(&t->model, c->model_path, e)) return -1;
+    if (gpt2_open_shared(&t->model, c->model_path, al, e)) return -1;
     if (c->seq_len > t->model.cfg.n_positions) {
         lerr_set(e, "[data] seq_len %d exceeds the model's n_positions %d", c->seq_len, t->model.cfg.n_positions);
         goto fail;
@@ -67,11 +67,6 @@ int train_ctx_open(train_ctx *t, const run_config *c, struct lerr *e) {
             goto fail;
         }
     }
-    int B = c->batch_size, T = c->seq_len;
-    t->acts = gpt2_acts_create(&t->model, &t->ad, B, T);
-    t->tokens = xmalloc(sizeof(int32_t) * (size_t)B * T);
-    t->targets = xmalloc(sizeof(int32_t) * (size_t)B * T);
-    t->ids = xmalloc(sizeof(int64_t) * (size_t)B);
     return 0;
 fail:
     train_ctx_close(t);
@@ -91,12 +86,30 @@ void train_ctx_close(train_ctx *t) {
     memset(t, 0, sizeof *t);
 }
 
+/* The workspace is made on first use and only as large as the biggest
+ * micro-batch asked for: a pure server never needs one, and a worker whose
+ * share of a step is smaller than batch_size needs less. */
+static void ensure_acts(train_ctx *t, int B) {
+    if (t->acts && t->acts_B >= B) return;
+    int T = t->cfg.seq_len;
+    gpt2_acts_free(t->acts);
+    free(t->tokens);
+    free(t->targets);
+    free(t->ids);
+    t->acts = gpt2_acts_create(&t->model, &t->ad, B, T);
+    t->tokens = xmalloc(sizeof(int32_t) * (size_t)B * T);
+    t->targets = xmalloc(sizeof(int32_t) * (size_t)B * T);
+    t->ids = xmalloc(sizeof(int64_t) * (size_t)B);
+    t->acts_B = B;
+}
+
 int64_t train_global_batch(const train_ctx *t) { return (int64_t)t->cfg.batch_size * t->cfg.grad_accum; }
 
 double train_grad(train_ctx *t, int64_t g0, int64_t n, float *grad, int64_t *n_tokens) {
     int T = t->cfg.seq_len;
     double sum = 0;
     int64_t ntok = 0;
+    ensure_acts(t, (int)(n < t->cfg.batch_size ? n : t->cfg.batch_size));
     for (int64_t done = 0; done < n;) {
         int b = (int)(n - done < t->cfg.batch_size ? n - done : t->cfg.batch_size);
         data_fill(t->train, &t->order, g0 + done, b, t->tokens);
@@ -115,6 +128,9 @@ double train_grad(train_ctx *t, int64_t g0, int64_t n, float *grad, int64_t *n_t
 
 double train_eval(train_ctx *t, const tok_file *f, int n_windows) {
     int T = t->cfg.seq_len, B = t->cfg.batch_size;
+    if (t->acts) B = t->acts_B; /* evaluate in the workspace training made */
+    ensure_acts(t, n_windows < B ? n_windows : B);
+    B = t->acts_B;
     double total = 0;
     for (int w = 0; w < n_windows; w += B) {
         int b = n_windows - w < B ? n_windows - w : B;
@@ -165,7 +181,7 @@ int trainer_main(int argc, char **argv, int eval_only) {
     }
     if (adapter_dir) snprintf(c.init_from, sizeof c.init_from, "%s", adapter_dir);
     train_ctx t;
-    if (train_ctx_open(&t, &c, &e)) {
+    if (train_ctx_open(&t, &c, NULL, &e)) {
         fprintf(stderr, "lora %s: %s\n", eval_only ? "eval" : "train", e.msg);
         return 1;
     }

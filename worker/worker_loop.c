@@ -3,6 +3,7 @@
  * push each shard its range, take the shards' updates (see include/ps.h).
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,7 +22,9 @@ void worker_push(ps_state *r, int64_t step, uint64_t clock_version) {
     memset(r->grad, 0, n * sizeof(float));
     int64_t g0, cnt, ntok = 0;
     ps_share(step, r->G, p->worker_index, p->W, &g0, &cnt);
+    double tc = now_s();
     double loss = cnt > 0 ? train_grad(t, g0, cnt, r->grad, &ntok) : 0.0;
+    tc = now_s() - tc;
     if (p->hook_nan_step == step) r->grad[n / 2] = NAN; /* test hook: a gradient the server must catch */
     if (!push_req) {
         push_req = xmalloc(sizeof(MPI_Request) * (size_t)p->S);
@@ -48,6 +51,7 @@ void worker_push(ps_state *r, int64_t step, uint64_t clock_version) {
         m.checksum = wire_checksum(payload, count * ds);
         m.bytes_sent = p->bytes_sent;
         m.bytes_received = p->bytes_recv;
+        m.compute_seconds = tc;
         size_t len;
         push_buf[s] = wire_pack(&m.base, &len);
         free(payload);
@@ -93,6 +97,16 @@ int worker_recv_updates(ps_state *r, int64_t step) {
     return status;
 }
 
+void worker_maybe_eval(ps_state *r, int64_t steps_done) {
+    const run_config *c = &r->t.cfg;
+    if (!r->t.val || c->eval_every <= 0 || steps_done <= 0 || steps_done % c->eval_every || steps_done >= r->steps)
+        return;
+    double l = train_eval(&r->t, r->t.val, c->val_windows);
+    printf("step %5lld val loss %.4f (evaluated by rank %d on adapter version %llu)\n", (long long)steps_done, l,
+           r->p.rank, (unsigned long long)r->version);
+    fflush(stdout);
+}
+
 void worker_run_ssp(ps_state *r) {
     ps_ctx *p = &r->p;
     for (int64_t c = 0; c < r->steps; c++) {
@@ -112,6 +126,7 @@ void worker_run_ssp(ps_state *r) {
         worker_recv_updates(r, -1);
         PS_MPI(MPI_Waitall(ns, reqs, MPI_STATUSES_IGNORE));
         for (int s = 0; s < ns; s++) free(bufs[s]);
+        if (p->worker_index == 0) worker_maybe_eval(r, c);
         worker_push(r, c, r->version);
         worker_finish_step(r);
     }
