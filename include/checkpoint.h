@@ -10,6 +10,8 @@
  *   /adapter/<module>/lora_A, lora_B   float32 datasets; <module> is peft's module path
  *                          (base_model.model.transformer.h.0.attn.c_attn); the group has attrs
  *                          r, alpha, scaling
+ *   /adapter               attrs: target_modules (the configured targets, comma-separated, or the
+ *                                 regex), target_regex, dropout
  *   /optimizer             attrs: name, step (AdamW steps applied), lr, beta1, beta2, eps, weight_decay
  *   /optimizer/exp_avg/<module>/lora_A ...      AdamW m, same tree as /adapter
  *   /optimizer/exp_avg_sq/<module>/lora_A ...   AdamW v
@@ -24,6 +26,9 @@
  * over the final name and the directory fsynced; on any error (a full disk included) the
  * temporary file is removed and the previous checkpoints are untouched. After a successful
  * write only the `keep` newest checkpoints stay.
+ *
+ * The temporary of a writer that died is removed by the next write once its pid is gone.
+ * Retention keeps the `keep` highest step numbers, and always the file just written.
  *
  * Reading validates the format name and version (an unknown version is rejected naming both
  * versions), every dataset's presence and shape against the adapter layout, and the metrics'
@@ -40,6 +45,9 @@
 
 #define CKPT_FORMAT "lora-ps-checkpoint"
 #define CKPT_VERSION 1
+#ifndef LORA_PROJECT_VERSION
+#define LORA_PROJECT_VERSION "0.1.0" /* written as the root attribute project_version */
+#endif
 
 typedef struct {
     int64_t step;            /* optimizer steps completed (the next step to run) */
@@ -67,27 +75,39 @@ typedef struct {
 
 /* Writes dir/step_%08lld.h5 from st, the adapter's values (a->w) and the
  * optimizer's flat m and v (same layout as a->w). Creates dir if needed.
- * Keeps the `keep` newest checkpoints (keep <= 0: keep all). On success the
- * final path goes to path_out (if not NULL). */
+ * Keeps the `keep` newest checkpoints (keep <= 0: keep all; the file just
+ * written always stays). On success the final path goes to path_out (if not
+ * NULL). On error -1 with "PATH: <what failed>", the temporary removed and
+ * the existing checkpoints untouched. HDF5 here is the serial, not
+ * thread-safe build: call from one thread. */
 int ckpt_write(const char *dir, const ckpt_state *st, const lora_adapter *a, const float *m, const float *v,
                int keep, char *path_out, size_t path_cap, struct lerr *e);
 
-/* Reads path into st (strings and metrics malloc'd), a->w, m and v. The
- * adapter layout (module names, r, shapes) must match a's exactly; a
- * mismatch is an error naming the dataset and both shapes. */
+/* Reads path into st (strings and metrics malloc'd), a->w, m and v (m or v
+ * may be NULL: that moment is validated but not read). The adapter layout
+ * (module names, r, shapes) must match a's exactly; a mismatch is an error
+ * naming the dataset and both shapes. On error st is left zeroed (nothing to
+ * free) and a->w, m, v may be partly overwritten. */
 int ckpt_read(const char *path, ckpt_state *st, lora_adapter *a, float *m, float *v, struct lerr *e);
 void ckpt_state_free(ckpt_state *st);
 
-/* Reads only the header (root attrs, config text, base model identity, and
- * r/alpha/modules of the adapter) for resume checks, without a layout. The
- * adapter spec found is described in spec_out as peft would (targets are the
- * full module paths). */
+/* Reads only the header (root attrs, config text, base model identity,
+ * /optimizer, /schedule, /rng, /data attrs, and r/alpha/modules of the
+ * adapter) for resume checks, without a layout; checks the structure (every
+ * module's datasets in all three trees with consistent shapes, the metrics'
+ * lengths) but reads no tensor and no metrics (st->n_metrics = 0). The
+ * adapter spec found is described in spec_out (may be NULL) as peft would:
+ * r, alpha, dropout, rslora (scaling != alpha/r), targets = the full module
+ * paths without "base_model.model." (with more than LORA_MAX_TARGETS modules:
+ * the targets as configured, /adapter's target_modules, which select the
+ * same modules of the same model). On error st is left zeroed. */
 int ckpt_read_meta(const char *path, ckpt_state *st, lora_spec *spec_out, struct lerr *e);
 
 /* The newest checkpoint in dir that validates (ckpt_read_meta succeeds).
  * Invalid newer files are skipped with a warning written to `warn` (one line
  * each, may be NULL). Returns 1 and the path if one was found, 0 if none
- * exists (fresh start), -1 on an error reading dir itself. */
+ * exists (fresh start: dir missing, empty, or nothing in it validates, which
+ * `warn` then explains), -1 on an error reading dir itself. */
 int ckpt_find_latest(const char *dir, char *path_out, size_t cap, char *warn, size_t warn_cap, struct lerr *e);
 
 #endif
