@@ -100,7 +100,9 @@ test: deps
 	scripts/run_tests.sh build-san --quick
 
 bench: all
-	$(BUILD)/bin/lora_bench $(BENCH_ARGS)
+	$(BUILD)/bin/lora_bench --json $(BUILD)/bench.json $(BENCH_ARGS)
+	scripts/bench_ps.sh $(BUILD) $(BUILD)/bench.json
+	@echo "bench JSON: $(BUILD)/bench.json"
 
 clean:
 	rm -rf build build-san

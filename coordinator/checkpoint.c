@@ -436,6 +436,7 @@ static void w_content(h5io *io, hid_t f, const ckpt_state *st, const lora_adapte
     w_i64(io, f, "step", st->step);
     w_i64(io, f, "epoch", st->epoch);
     w_i64(io, f, "tokens_seen", st->tokens_seen);
+    w_i32(io, f, "ranks", st->ranks);
     w_attr_str(io, f, "created", created);
     w_attr_str(io, f, "project_version", LORA_PROJECT_VERSION);
 
@@ -947,6 +948,7 @@ static int r_header(h5io *io, hid_t f, ckpt_state *st, ckpt_hdr *h, int read_met
     st->step = r_i64(io, f, "/", "step");
     st->epoch = r_i64(io, f, "/", "epoch");
     st->tokens_seen = r_i64(io, f, "/", "tokens_seen");
+    st->ranks = r_int(io, f, "/", "ranks");
     if (io->err) return -1;
 
     /* /config */
@@ -1212,6 +1214,11 @@ int ckpt_read_meta(const char *path, ckpt_state *st, lora_spec *spec_out, struct
 }
 
 int ckpt_find_latest(const char *dir, char *path_out, size_t cap, char *warn, size_t warn_cap, struct lerr *e) {
+    return ckpt_find_latest_below(dir, INT64_MAX, path_out, cap, warn, warn_cap, e);
+}
+
+int ckpt_find_latest_below(const char *dir, int64_t below, char *path_out, size_t cap, char *warn, size_t warn_cap,
+                           struct lerr *e) {
     if (warn && warn_cap) warn[0] = 0;
     long long *s;
     int n;
@@ -1221,6 +1228,7 @@ int ckpt_find_latest(const char *dir, char *path_out, size_t cap, char *warn, si
     }
     int found = 0;
     for (int i = 0; i < n && !found; i++) {
+        if (s[i] >= below) continue;
         char p[PATH_CAP];
         snprintf(p, sizeof p, "%s/step_%08lld.h5", dir, s[i]);
         ckpt_state st;

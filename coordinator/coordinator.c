@@ -40,8 +40,8 @@ static void hello_check(ps_state *r) {
     Lora__Hello h = LORA__HELLO__INIT;
     h.wire_version = WIRE_VERSION;
     h.rank = (uint32_t)p->rank;
-    h.model_hash = hash64(st_bytes(st), st_file_size(st), 0);
-    h.model_bytes = st_file_size(st);
+    h.model_hash = r->model_hash = hash64(st_bytes(st), st_file_size(st), 0);
+    h.model_bytes = r->model_size = st_file_size(st);
     h.config_hash = hash64(cfgtext, (size_t)(cl < (int)sizeof cfgtext ? cl : (int)sizeof cfgtext), 0);
     h.n_params = r->t.ad.n_params;
     char host[256] = "";
@@ -101,6 +101,8 @@ static void broadcast_init(ps_state *r) {
         Lora__Update u = LORA__UPDATE__INIT;
         u.wire_version = WIRE_VERSION;
         u.dtype = LORA__DTYPE__F32;
+        u.step = (uint64_t)r->start_step;
+        u.adapter_version = r->version;
         u.count = r->t.ad.n_params;
         u.values.data = (uint8_t *)r->t.ad.w;
         u.values.len = r->t.ad.n_params * 4;
@@ -134,6 +136,8 @@ static void fmt_eta(char *b, size_t cap, double s) {
         snprintf(b, cap, "%ldm%02lds", x / 60, x % 60);
 }
 
+static double tps_of(const ps_state *r, double t_step) { return t_step > 0 ? r->step_tokens / t_step : 0; }
+
 /* The coordinator's line for a finished step (rank 0 only). */
 static void report(ps_state *r, int64_t step, double t_step) {
     ps_ctx *p = &r->p;
@@ -144,10 +148,12 @@ static void report(ps_state *r, int64_t step, double t_step) {
     uint64_t dbytes = bytes - prog.last_bytes;
     prog.last_bytes = bytes;
     prog.tokens_done += r->step_tokens;
+    r->tokens_seen += r->step_tokens;
+    metrics_add(r, step + 1, r->step_loss, r->step_lr, tps_of(r, t_step));
     r->sum_step_s += t_step;
     r->sum_compute_s += r->step_compute;
     double el = now_s() - prog.t0, tps = t_step > 0 ? r->step_tokens / t_step : 0;
-    double eta = (double)(r->steps - step - 1) * el / (double)(step + 1);
+    double eta = (double)(r->steps - step - 1) * el / (double)(step + 1 - r->start_step);
     char etab[32];
     fmt_eta(etab, sizeof etab, eta);
     int64_t every = r->t.cfg.log_every;
@@ -218,7 +224,7 @@ static void summary(ps_state *r, double wall, const uint64_t bytes_at_start[2]) 
     uint64_t mine[2] = {p->bytes_sent - bytes_at_start[0], p->bytes_recv - bytes_at_start[1]}, tot[2] = {0, 0};
     PS_MPI(MPI_Reduce(mine, tot, 2, MPI_UINT64_T, MPI_SUM, 0, p->comm)); /* collective */
     if (p->rank != 0) return;
-    int64_t steps = r->steps ? r->steps : 1;
+    int64_t steps = r->steps_run ? r->steps_run : 1;
     double per_step = (double)tot[0] / (double)steps; /* every byte sent is received once */
     /* the same scheme if every base parameter were trained: each worker pushes
      * and receives every parameter in fp32 each step */
@@ -231,7 +237,7 @@ static void summary(ps_state *r, double wall, const uint64_t bytes_at_start[2]) 
     if (comm_share < 0) comm_share = 0;
     printf("trained %lld steps in %.1f s (%.0f tok/s) on %d ranks; %.1f ms/step, of which %.1f%% outside the "
            "slowest worker's forward/backward (communication, aggregation, optimizer)\n",
-           (long long)r->steps, wall, prog.tokens_done / wall, p->size, 1e3 * wall / (double)steps, 100 * comm_share);
+           (long long)r->steps_run, wall, prog.tokens_done / wall, p->size, 1e3 * wall / (double)steps, 100 * comm_share);
     if (prog.metrics) {
         fprintf(prog.metrics, "{\"summary\": true, \"ranks\": %d, \"bytes_per_step\": %.0f, "
                               "\"ratio_vs_full_finetune\": %.2f, \"ms_per_step\": %.3f, \"comm_share\": %.4f, "
@@ -247,7 +253,8 @@ int ps_run(int argc, char **argv) {
     run_config cfg;
     int rank;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    if (trainer_parse_args(&cfg, argc, argv, NULL, NULL, &e) || rc_validate(&cfg, &e)) {
+    const char *resume_key = "--resume", *resume = NULL;
+    if (trainer_parse_args(&cfg, argc, argv, &resume_key, &resume, &e) || rc_validate(&cfg, &e)) {
         if (rank == 0) fprintf(stderr, "lora_worker: %s\n", e.msg);
         return 1; /* every rank reads the same arguments and fails alike */
     }
@@ -266,9 +273,14 @@ int ps_run(int argc, char **argv) {
         printf("%s\n", line);
     }
     hello_check(&r);
+    if (p->is_server) server_init(&r);
+    ckpt_resume(&r, resume);
     broadcast_init(&r);
     if (p->is_worker) r.grad = xalloc_aligned(r.t.ad.n_params * sizeof(float));
-    if (p->is_server) server_init(&r);
+    /* every rank: workers only take the shards' decision (an Update saying DONE),
+     * but must not die of the signal meanwhile */
+    if (cfg.staleness == 0) ps_signals_install();
+    r.last_ckpt_time = now_s();
     double val0 = NAN;
     if (rank == 0) {
         r.peer_bytes = xcalloc((size_t)p->size, sizeof(uint64_t));
@@ -293,19 +305,36 @@ int ps_run(int argc, char **argv) {
     PS_MPI(MPI_Barrier(p->comm)); /* collective: everyone is set up */
     double t0 = now_s();
     uint64_t bytes_at_start[2] = {p->bytes_sent, p->bytes_recv};
+    int stopped = 0;
+    if (rank == 0 && r.start_step >= r.steps)
+        printf("the run is already at step %lld of %lld: nothing left to train\n", (long long)r.start_step,
+               (long long)r.steps);
     if (cfg.staleness == 0) {
-        for (int64_t step = 0; step < r.steps; step++) {
+        for (int64_t step = r.start_step; step < r.steps; step++) {
             double ts = now_s();
+            int status = LORA__STATUS__CONTINUE;
             if (p->is_worker) worker_push(&r, step, r.version);
             if (p->is_server) server_step_bsp(&r, step);
-            if (p->is_worker) worker_recv_updates(&r, step);
+            if (p->is_worker) status = worker_recv_updates(&r, step);
             if (p->is_worker) worker_finish_step(&r);
             if (p->worker_index == 0) worker_maybe_eval(&r, step + 1);
             if (p->is_server) server_finish_step(&r);
             if (rank == 0) report(&r, step, now_s() - ts);
+            r.steps_run++;
+            if (p->is_server && r.ckpt_after) ckpt_collect_and_write(&r, step + 1);
+            if (p->is_server ? r.stop_after : status == LORA__STATUS__DONE) {
+                if (step + 1 < r.steps) {
+                    if (rank == 0) printf("stopped after step %lld of %lld on a signal; resume with --resume auto\n",
+                                          (long long)step + 1, (long long)r.steps);
+                    stopped = 1;
+                }
+                break;
+            }
         }
     } else if (p->is_server) {
         server_run_ssp(&r, report);
+        r.steps_run = r.steps > r.start_step ? r.steps - r.start_step : 0;
+        if (cfg.ckpt_dir[0] && r.start_step < r.steps) ckpt_collect_and_write(&r, r.steps);
     } else {
         worker_run_ssp(&r);
     }
@@ -313,7 +342,7 @@ int ps_run(int argc, char **argv) {
     summary(&r, wall, bytes_at_start);
     gather_final(&r);
     int rc = 0;
-    if (rank == 0) {
+    if (rank == 0 && !stopped) {
         if (r.t.val) {
             double val1 = train_eval(&r.t, r.t.val, cfg.val_windows);
             printf("val loss after: %.4f (before %.4f)\n", val1, val0);
@@ -325,11 +354,15 @@ int ps_run(int argc, char **argv) {
             } else
                 printf("adapter written to %s (peft format)\n", cfg.out_dir);
         }
-        if (prog.metrics) fclose(prog.metrics);
     }
+    if (rank == 0 && prog.metrics) fclose(prog.metrics);
     if (p->is_server) server_free(&r);
     free(r.grad);
     free(r.peer_bytes);
+    free(r.m_step);
+    free(r.m_loss);
+    free(r.m_lr);
+    free(r.m_tps);
     train_ctx_close(&r.t);
     ps_free(&r.p);
     return rc;

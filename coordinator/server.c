@@ -76,6 +76,7 @@ static int nonfinite(const float *x, size_t n) {
  * so that all take the same decision. Returns the global squared norm. */
 static double exchange_stats(ps_state *r, int64_t step, double sq, int *bad) {
     ps_ctx *p = &r->p;
+    if (p->rank == 0) ckpt_decide(r, step, &r->stop_after, &r->ckpt_after);
     if (p->S == 1) return sq;
     Lora__ShardStat m = LORA__SHARD_STAT__INIT;
     m.wire_version = WIRE_VERSION;
@@ -85,6 +86,8 @@ static double exchange_stats(ps_state *r, int64_t step, double sq, int *bad) {
     m.nonfinite = *bad;
     m.bytes_sent = p->bytes_sent;
     m.bytes_received = p->bytes_recv;
+    m.stop = p->rank == 0 && r->stop_after;
+    m.checkpoint = p->rank == 0 && r->ckpt_after;
     size_t len;
     uint8_t *buf = wire_pack(&m.base, &len);
     MPI_Request *req = xmalloc(sizeof(MPI_Request) * (size_t)p->S);
@@ -105,6 +108,10 @@ static double exchange_stats(ps_state *r, int64_t step, double sq, int *bad) {
                                                  (unsigned long long)st->step, (long long)step);
         sqs[s] = st->sq_sum;
         *bad |= st->nonfinite;
+        if (s == 0) {
+            r->stop_after = st->stop;
+            r->ckpt_after = st->checkpoint;
+        }
         if (p->rank == 0) r->peer_bytes[s] = st->bytes_sent + st->bytes_received;
         lora__shard_stat__free_unpacked(st, NULL);
     }
@@ -187,7 +194,7 @@ void server_step_bsp(ps_state *r, int64_t step) {
                    &(adamw_hparams){c->beta1, c->beta2, c->eps, c->weight_decay});
     }
     r->version++;
-    send_updates(r, step, step + 1 == r->steps ? LORA__STATUS__DONE : LORA__STATUS__CONTINUE);
+    send_updates(r, step, step + 1 == r->steps || r->stop_after ? LORA__STATUS__DONE : LORA__STATUS__CONTINUE);
 }
 
 /* ---------------------------------------------------------------- SSP */
@@ -202,6 +209,7 @@ void server_run_ssp(ps_state *r, void (*report)(ps_state *r, int64_t step, doubl
     const run_config *c = &r->t.cfg;
     uint64_t lo = p->lo[p->rank], n = p->hi[p->rank] - lo;
     int64_t *clock = xcalloc((size_t)p->W, sizeof(int64_t));
+    for (int w = 0; w < p->W; w++) clock[w] = r->start_step;
     int *widx = xmalloc(sizeof(int) * (size_t)p->size);
     for (int i = 0; i < p->size; i++) widx[i] = -1;
     for (int w = 0; w < p->W; w++) widx[p->worker_ranks[w]] = w;
@@ -212,7 +220,8 @@ void server_run_ssp(ps_state *r, void (*report)(ps_state *r, int64_t step, doubl
     double *ring_loss = xcalloc((size_t)ring, sizeof(double));
     int64_t *ring_tok = xcalloc((size_t)ring, sizeof(int64_t));
     double *ring_compute = xcalloc((size_t)ring, sizeof(double));
-    int64_t min_clock = 0, done_pushes = 0, total = r->steps * p->W;
+    int64_t min_clock = r->start_step, done_pushes = 0;
+    int64_t total = r->steps > r->start_step ? (r->steps - r->start_step) * p->W : 0;
     double t_last = now_s();
     lr_schedule sched = {(sched_kind)c->schedule, c->lr, c->warmup_steps, r->steps, c->min_lr_ratio};
     adamw_hparams hp = {c->beta1, c->beta2, c->eps, c->weight_decay};

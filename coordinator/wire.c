@@ -158,3 +158,26 @@ Lora__ShardStat *wire_unpack_shard_stat(const uint8_t *buf, size_t len, int from
     }
     return m;
 }
+
+uint64_t wire_state_checksum(const Lora__ShardState *m) {
+    return wire_checksum(m->values.data, m->values.len) ^ (wire_checksum(m->exp_avg.data, m->exp_avg.len) * 3) ^
+           (wire_checksum(m->exp_avg_sq.data, m->exp_avg_sq.len) * 7);
+}
+
+Lora__ShardState *wire_unpack_shard_state(const uint8_t *buf, size_t len, int from, uint64_t n_params,
+                                          struct lerr *e) {
+    UNPACK_OR_FAIL(Lora__ShardState, lora__shard_state__unpack, "ShardState");
+    int bad = check_version(m->wire_version, "ShardState", from, e);
+    if (!bad && (m->offset > n_params || m->count > n_params - m->offset))
+        bad = lerr_set(e, "rank %d sent a ShardState for keys outside the adapter", from);
+    if (!bad && (m->values.len != m->count * 4 || m->exp_avg.len != m->count * 4 || m->exp_avg_sq.len != m->count * 4))
+        bad = lerr_set(e, "rank %d sent a ShardState whose arrays do not hold %llu floats", from,
+                       (unsigned long long)m->count);
+    if (!bad && wire_state_checksum(m) != m->checksum)
+        bad = lerr_set(e, "rank %d sent a ShardState whose checksum does not match", from);
+    if (bad) {
+        lora__shard_state__free_unpacked(m, NULL);
+        return NULL;
+    }
+    return m;
+}

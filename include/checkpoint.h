@@ -4,7 +4,7 @@
  * One file per checkpoint, DIR/step_00001200.h5, laid out so that `h5dump -H`
  * reads like a table of contents (the full spec is docs/checkpoint-format.md):
  *   /                      attrs: format = "lora-ps-checkpoint", format_version, step, epoch,
- *                                 tokens_seen, created (UTC, ISO 8601), project_version
+ *                                 tokens_seen, ranks, created (UTC, ISO 8601), project_version
  *   /config                dataset: the run config, full INI text
  *   /base_model            attrs: path, size (bytes), hash (hex of hash64 of the safetensors bytes)
  *   /adapter/<module>/lora_A, lora_B   float32 datasets; <module> is peft's module path
@@ -53,6 +53,7 @@ typedef struct {
     int64_t step;            /* optimizer steps completed (the next step to run) */
     int64_t epoch;
     int64_t tokens_seen;
+    int ranks;               /* MPI ranks of the run that wrote it (root attr "ranks") */
     int64_t data_cursor;     /* global sample index where the next step starts */
     int64_t opt_steps;       /* AdamW steps applied (t of the last update); < step when steps were skipped */
     /* optimizer and schedule settings at write time */
@@ -109,5 +110,9 @@ int ckpt_read_meta(const char *path, ckpt_state *st, lora_spec *spec_out, struct
  * exists (fresh start: dir missing, empty, or nothing in it validates, which
  * `warn` then explains), -1 on an error reading dir itself. */
 int ckpt_find_latest(const char *dir, char *path_out, size_t cap, char *warn, size_t warn_cap, struct lerr *e);
+/* The same among the checkpoints of a step below `below` (the fallback when the
+ * newest one validated but its data failed to read). */
+int ckpt_find_latest_below(const char *dir, int64_t below, char *path_out, size_t cap, char *warn, size_t warn_cap,
+                           struct lerr *e);
 
 #endif

@@ -35,7 +35,7 @@
 
 #include "trainer.h"
 
-enum { TAG_HELLO = 1, TAG_INIT, TAG_PUSH, TAG_UPDATE, TAG_PULL, TAG_STAT, TAG_FINAL };
+enum { TAG_HELLO = 1, TAG_INIT, TAG_PUSH, TAG_UPDATE, TAG_PULL, TAG_STAT, TAG_FINAL, TAG_STATE };
 
 typedef struct {
     MPI_Comm comm;        /* dup of MPI_COMM_WORLD, errors return */
@@ -106,6 +106,17 @@ typedef struct {
     double step_compute;       /* the slowest worker's forward/backward time */
     double sum_step_s, sum_compute_s; /* rank 0: totals over the run, for the communication share */
     uint64_t *peer_bytes;      /* rank 0: (size) the latest sent+received totals each rank reported */
+    /* checkpoints and resume */
+    int64_t start_step;        /* first step of this run (0, or the checkpoint's) */
+    int64_t steps_run;         /* steps this process took part in */
+    int stop_after, ckpt_after;/* decided by rank 0 for the current step, known to every shard */
+    double last_ckpt_time;
+    int64_t tokens_seen;
+    uint64_t model_hash, model_size;
+    /* rank 0: metrics so far (checkpoints carry them) */
+    int64_t n_metrics, cap_metrics;
+    int64_t *m_step;
+    double *m_loss, *m_lr, *m_tps;
 } ps_state;
 
 /* worker/worker_loop.c */
@@ -120,6 +131,23 @@ void worker_finish_step(ps_state *r);
 void worker_maybe_eval(ps_state *r, int64_t steps_done);
 /* SSP worker: pulls, computes and pushes `steps` iterations. */
 void worker_run_ssp(ps_state *r);
+
+/* coordinator/run_ckpt.c: checkpoints, resume and signals */
+/* SIGTERM, SIGINT, SIGUSR1: the first asks for a checkpoint and a clean stop after the current
+ * step; a second one exits at once. */
+void ps_signals_install(void);
+int ps_signal_seen(void);
+/* Rank 0, during step `step`: stop after it? write a checkpoint after it? */
+void ckpt_decide(ps_state *r, int64_t step, int *stop, int *ckpt);
+/* After `steps_done` steps: every shard sends rank 0 its state; rank 0 writes the checkpoint.
+ * Collective over the server shards. */
+void ckpt_collect_and_write(ps_state *r, int64_t steps_done);
+/* --resume: rank 0 finds/reads the checkpoint and checks it against the config and model; the
+ * shards get their optimizer state. Sets r->start_step on every rank (collective). mode is "auto",
+ * a path, or NULL (fresh start). */
+void ckpt_resume(ps_state *r, const char *mode);
+/* Rank 0 appends a row to the metrics it keeps for checkpoints. */
+void metrics_add(ps_state *r, int64_t step, double loss, double lr, double tps);
 
 /* coordinator/server.c */
 void server_init(ps_state *r);

@@ -56,7 +56,12 @@ typedef struct {
     int threads;                         /* 0 = library default */
     char out_dir[RC_PATH];               /* where the trained adapter is written ("" = nowhere) */
     char metrics_path[RC_PATH];          /* per-step metrics as JSON lines ("" = none) */
-    /* [system] (parameter server; see issue 3) */
+    /* [checkpoint] (lora_worker) */
+    char ckpt_dir[RC_PATH];              /* "" = no checkpoints */
+    int64_t ckpt_every_steps;            /* 0 = off */
+    float ckpt_every_seconds;            /* 0 = off */
+    int ckpt_keep;                       /* newest checkpoints kept (0 = all) */
+    /* [system] (parameter server) */
     int servers;
     int staleness;
     int grad_dtype;                      /* pushes: 0 fp32, 1 bf16, 2 fp16 */

@@ -41,6 +41,11 @@ Lora__Pull *wire_unpack_pull(const uint8_t *buf, size_t len, int from, struct le
 Lora__Hello *wire_unpack_hello(const uint8_t *buf, size_t len, int from, struct lerr *e);
 Lora__ShardStat *wire_unpack_shard_stat(const uint8_t *buf, size_t len, int from, struct lerr *e);
 
+Lora__ShardState *wire_unpack_shard_state(const uint8_t *buf, size_t len, int from, uint64_t n_params,
+                                          struct lerr *e);
+/* Checksum of a ShardState's three arrays. */
+uint64_t wire_state_checksum(const Lora__ShardState *m);
+
 /* Payload checksum (hash64 of the bytes). */
 uint64_t wire_checksum(const void *p, size_t n);
 

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "blas_env.h"
+#include "checkpoint.h"
 #include "data.h"
 #include "gpt2.h"
 #include "lora.h"
@@ -28,7 +29,10 @@ static int usage(void) {
             "  lora eval   --config FILE [--adapter PEFT_DIR] [--set section.key=value ...]\n"
             "  lora parity FIXTURE_DIR [--tol 1e-4]\n"
             "  lora merge  --model HF_DIR --adapter PEFT_DIR --out DIR\n"
+            "  lora merge  --checkpoint FILE.h5 [--model HF_DIR] --out DIR\n"
+            "  lora export --checkpoint FILE.h5 [--model HF_DIR] --out PEFT_DIR\n"
             "  lora compare ADAPTER_A ADAPTER_B [--tol REL]   (no --tol: must be bitwise equal)\n"
+            "  lora show FILE.safetensors TENSOR   (prints the values, one per line)\n"
             "  lora tokens --vocab V --count N [--seed S] --out FILE   (synthetic token file for tests)\n"
             "  lora init-model --out DIR [--preset gpt2-124m] [--layers L --embd C --heads H --vocab V --positions P]\n"
             "                  [--seed S] [--dtype f32|f16]   (random GPT-2 for benchmarks)\n");
@@ -109,6 +113,33 @@ static int cmd_compare(int argc, char **argv) {
     if (rc) return rc;
     printf("compare: %d tensors, %s, worst relative error %.3e (tolerance %.1e)\n", ntensors, bitwise ? "bitwise equal" : "not bitwise equal", worst, tol);
     return (tol == 0 ? !bitwise : !(worst <= tol)) ? 1 : 0;
+}
+
+/* Prints one tensor of a safetensors file, a value per line (%.9g). */
+static int cmd_show(int argc, char **argv) {
+    if (argc != 2) return usage();
+    struct lerr e = {{0}};
+    st_file *f = st_open(argv[0], &e);
+    if (!f) {
+        fprintf(stderr, "lora show: %s\n", e.msg);
+        return 1;
+    }
+    const st_tensor *t = st_find(f, argv[1]);
+    int rc = 1;
+    if (!t) {
+        fprintf(stderr, "lora show: %s has no tensor '%s'\n", argv[0], argv[1]);
+    } else {
+        float *v = xmalloc(sizeof(float) * (size_t)(t->numel ? t->numel : 1));
+        if (st_to_f32(v, t, &e)) {
+            fprintf(stderr, "lora show: %s\n", e.msg);
+        } else {
+            for (int64_t i = 0; i < t->numel; i++) printf("%.9g\n", v[i]);
+            rc = 0;
+        }
+        free(v);
+    }
+    st_close(f);
+    return rc;
 }
 
 /* A synthetic token file for tests on tiny models: a noisy walk over the
@@ -240,23 +271,84 @@ static int cmd_init_model(int argc, char **argv) {
     return rc ? 1 : 0;
 }
 
-static int cmd_merge(int argc, char **argv) {
-    const char *model = NULL, *adapter = NULL, *out = NULL;
+/* The model and the adapter of a checkpoint: the model from model_dir, or the
+ * path the checkpoint recorded; its bytes must hash as the checkpoint says. */
+static int open_checkpoint(const char *path, const char *model_dir, gpt2 *m, lora_adapter *a, struct lerr *e) {
+    ckpt_state st;
+    lora_spec spec;
+    if (ckpt_read_meta(path, &st, &spec, e)) return -1;
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", model_dir ? model_dir : st.model_path ? st.model_path : "");
+    uint64_t want_hash = st.model_hash, want_size = st.model_size;
+    ckpt_state_free(&st);
+    if (gpt2_open(m, dir, e)) return lerr_prefix(e, "the checkpoint's base model (use --model DIR)");
+    if (st_file_size(m->st) != want_size || hash64(st_bytes(m->st), st_file_size(m->st), 0) != want_hash) {
+        gpt2_free(m);
+        return lerr_set(e, "%s/model.safetensors is not the base model %s was trained on (size or hash differ)", dir,
+                        path);
+    }
+    if (lora_create(a, &spec, m->sites, m->n_sites, 0, e)) {
+        gpt2_free(m);
+        return lerr_prefix(e, "%s", path);
+    }
+    if (ckpt_read(path, &st, a, NULL, NULL, e)) {
+        lora_free(a);
+        gpt2_free(m);
+        return -1;
+    }
+    ckpt_state_free(&st);
+    return 0;
+}
+
+/* A checkpoint's adapter in peft's format. */
+static int cmd_export(int argc, char **argv) {
+    const char *ckpt = NULL, *model = NULL, *out = NULL;
     for (int i = 0; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--model")) model = argv[i + 1];
-        else if (!strcmp(argv[i], "--adapter")) adapter = argv[i + 1];
+        if (!strcmp(argv[i], "--checkpoint")) ckpt = argv[i + 1];
+        else if (!strcmp(argv[i], "--model")) model = argv[i + 1];
         else if (!strcmp(argv[i], "--out")) out = argv[i + 1];
         else return usage();
     }
-    if (!model || !adapter || !out || argc % 2) return usage();
+    if (!ckpt || !out || argc % 2) return usage();
     struct lerr e = {{0}};
     gpt2 m;
     lora_adapter a;
-    if (gpt2_open(&m, model, &e)) {
-        fprintf(stderr, "lora merge: %s\n", e.msg);
+    if (open_checkpoint(ckpt, model, &m, &a, &e)) {
+        fprintf(stderr, "lora export: %s\n", e.msg);
         return 1;
     }
-    if (lora_load_peft(&a, adapter, m.sites, m.n_sites, &e)) {
+    int rc = lora_save_peft(&a, out, m.dir, "CAUSAL_LM", 1, &e);
+    if (rc)
+        fprintf(stderr, "lora export: %s\n", e.msg);
+    else
+        printf("exported %d modules (r=%d) from %s to %s (peft format)\n", a.n_mod, a.spec.r, ckpt, out);
+    lora_free(&a);
+    gpt2_free(&m);
+    return rc ? 1 : 0;
+}
+
+static int cmd_merge(int argc, char **argv) {
+    const char *model = NULL, *adapter = NULL, *out = NULL, *ckpt = NULL;
+    for (int i = 0; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--model")) model = argv[i + 1];
+        else if (!strcmp(argv[i], "--adapter")) adapter = argv[i + 1];
+        else if (!strcmp(argv[i], "--checkpoint")) ckpt = argv[i + 1];
+        else if (!strcmp(argv[i], "--out")) out = argv[i + 1];
+        else return usage();
+    }
+    if (!out || argc % 2 || !!adapter == !!ckpt || (adapter && !model)) return usage();
+    struct lerr e = {{0}};
+    gpt2 m;
+    lora_adapter a;
+    if (ckpt) {
+        if (open_checkpoint(ckpt, model, &m, &a, &e)) {
+            fprintf(stderr, "lora merge: %s\n", e.msg);
+            return 1;
+        }
+    } else if (gpt2_open(&m, model, &e)) {
+        fprintf(stderr, "lora merge: %s\n", e.msg);
+        return 1;
+    } else if (lora_load_peft(&a, adapter, m.sites, m.n_sites, &e)) {
         fprintf(stderr, "lora merge: %s\n", e.msg);
         gpt2_free(&m);
         return 1;
@@ -280,6 +372,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "compare")) return cmd_compare(argc - 2, argv + 2);
     if (!strcmp(cmd, "tokens")) return cmd_tokens(argc - 2, argv + 2);
     if (!strcmp(cmd, "init-model")) return cmd_init_model(argc - 2, argv + 2);
+    if (!strcmp(cmd, "export")) return cmd_export(argc - 2, argv + 2);
+    if (!strcmp(cmd, "show")) return cmd_show(argc - 2, argv + 2);
     if (!strcmp(cmd, "train")) return trainer_main(argc - 2, argv + 2, 0);
     if (!strcmp(cmd, "eval")) return trainer_main(argc - 2, argv + 2, 1);
     return usage();

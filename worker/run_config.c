@@ -85,6 +85,10 @@ static const rc_key rc_keys[] = {
     {"train", "threads", K_INT, F(threads), R_GE0, NULL},
     {"train", "out_dir", K_STR, F(out_dir), R_ANY, NULL},
     {"train", "metrics", K_STR, F(metrics_path), R_ANY, NULL},
+    {"checkpoint", "dir", K_STR, F(ckpt_dir), R_ANY, NULL},
+    {"checkpoint", "every_steps", K_I64, F(ckpt_every_steps), R_GE0, NULL},
+    {"checkpoint", "every_seconds", K_FLOAT, F(ckpt_every_seconds), R_GE0, NULL},
+    {"checkpoint", "keep", K_INT, F(ckpt_keep), R_GE0, NULL},
     {"system", "servers", K_INT, F(servers), R_GE1, NULL},
     {"system", "staleness", K_INT, F(staleness), R_GE0, NULL},
     {"system", "grad_dtype", K_ENUM, F(grad_dtype), R_ANY, dtype_words},
@@ -123,6 +127,7 @@ void rc_defaults(run_config *c) {
     c->steps = 100;
     c->log_every = 1;
     c->servers = 1;
+    c->ckpt_keep = 3;
 }
 
 /* "must be > 0" for a value outside the range, NULL inside it. */
@@ -497,7 +502,17 @@ int rc_to_text(const run_config *c, char *buf, int cap) {
         case K_INT: out_printf(&o, "%d", *(const int *)field); break;
         case K_I64: out_printf(&o, "%" PRId64, *(const int64_t *)field); break;
         case K_U64: out_printf(&o, "%" PRIu64, *(const uint64_t *)field); break;
-        case K_FLOAT: out_printf(&o, "%.9g", (double)*(const float *)field); break;
+        case K_FLOAT: {
+            /* the shortest decimal that reads back as the same float (0.002, not 0.00200000009) */
+            float f = *(const float *)field;
+            char num[32];
+            for (int prec = 1; prec <= 9; prec++) {
+                snprintf(num, sizeof num, "%.*g", prec, (double)f);
+                if (strtof(num, NULL) == f) break;
+            }
+            out_printf(&o, "%s", num);
+            break;
+        }
         case K_BOOL: out_printf(&o, "%s", *(const int *)field ? "true" : "false"); break;
         case K_STR: out_printf(&o, "%.*s", RC_PATH - 1, field); break;
         case K_TARGETS:

@@ -109,7 +109,7 @@ void worker_maybe_eval(ps_state *r, int64_t steps_done) {
 
 void worker_run_ssp(ps_state *r) {
     ps_ctx *p = &r->p;
-    for (int64_t c = 0; c < r->steps; c++) {
+    for (int64_t c = r->start_step; c < r->steps; c++) {
         /* ask every shard for values at clock c; a shard answers once nobody is more than s behind */
         uint8_t *bufs[64];
         MPI_Request reqs[64];
