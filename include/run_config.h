@@ -64,6 +64,7 @@ typedef struct {
     /* [system] (parameter server) */
     int servers;
     int staleness;
+    int ssp_lookahead;                   /* SSP workers compute at w + tau * (last change per version) */
     int grad_dtype;                      /* pushes: 0 fp32, 1 bf16, 2 fp16 */
     int param_dtype;                     /* updates (values sent to workers): 0 fp32, 1 bf16, 2 fp16 */
     int nan_policy;                      /* 0 skip, 1 abort */

@@ -91,6 +91,7 @@ static const rc_key rc_keys[] = {
     {"checkpoint", "keep", K_INT, F(ckpt_keep), R_GE0, NULL},
     {"system", "servers", K_INT, F(servers), R_GE1, NULL},
     {"system", "staleness", K_INT, F(staleness), R_GE0, NULL},
+    {"system", "ssp_lookahead", K_BOOL, F(ssp_lookahead), R_ANY, NULL},
     {"system", "grad_dtype", K_ENUM, F(grad_dtype), R_ANY, dtype_words},
     {"system", "param_dtype", K_ENUM, F(param_dtype), R_ANY, dtype_words},
     {"system", "nan_policy", K_ENUM, F(nan_policy), R_ANY, nan_words},
@@ -127,6 +128,7 @@ void rc_defaults(run_config *c) {
     c->steps = 100;
     c->log_every = 1;
     c->servers = 1;
+    c->ssp_lookahead = 1;
     c->ckpt_keep = 3;
 }
 

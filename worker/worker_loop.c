@@ -107,14 +107,27 @@ void worker_maybe_eval(ps_state *r, int64_t steps_done) {
     fflush(stdout);
 }
 
+/*
+ * The SSP worker. Before iteration c it asks every shard for values (Pull);
+ * a shard answers once no worker is more than `staleness` iterations behind c.
+ * The values it gets are version v (optimizer steps the shard applied), while
+ * its gradient will join step c: it is tau = c - v steps late. With
+ * [system] ssp_lookahead the worker computes at w + tau * d instead of w, d
+ * being the last observed change per version of that shard's range: the
+ * gradient is taken where the adapter will roughly be when it is applied
+ * (the look-ahead of DANA, Hakimi et al. 2019). tau = 0, the usual case of an
+ * in-step worker, leaves w as it is, so one worker under SSP is BSP exactly.
+ */
 void worker_run_ssp(ps_state *r) {
     ps_ctx *p = &r->p;
+    size_t n = r->t.ad.n_params;
+    float *pulled = xalloc_aligned(n * 4), *prev = xalloc_aligned(n * 4), *delta = xalloc_aligned(n * 4);
+    uint64_t *ver = xcalloc((size_t)p->S, sizeof(uint64_t)), *prev_ver = xcalloc((size_t)p->S, sizeof(uint64_t));
+    int *have_prev = xcalloc((size_t)p->S, sizeof(int));
+    uint8_t **bufs = xcalloc((size_t)p->S, sizeof(uint8_t *));
+    MPI_Request *reqs = xmalloc(sizeof(MPI_Request) * (size_t)p->S);
     for (int64_t c = r->start_step; c < r->steps; c++) {
-        /* ask every shard for values at clock c; a shard answers once nobody is more than s behind */
-        uint8_t *bufs[64];
-        MPI_Request reqs[64];
-        int ns = p->S < 64 ? p->S : 64;
-        for (int s = 0; s < ns; s++) {
+        for (int s = 0; s < p->S; s++) {
             Lora__Pull m = LORA__PULL__INIT;
             m.wire_version = WIRE_VERSION;
             m.worker = (uint32_t)p->rank;
@@ -123,11 +136,50 @@ void worker_run_ssp(ps_state *r) {
             bufs[s] = wire_pack(&m.base, &len);
             ps_isend(p, bufs[s], len, s, TAG_PULL, &reqs[s]);
         }
-        worker_recv_updates(r, -1);
-        PS_MPI(MPI_Waitall(ns, reqs, MPI_STATUSES_IGNORE));
-        for (int s = 0; s < ns; s++) free(bufs[s]);
+        for (int s = 0; s < p->S; s++) {
+            size_t len;
+            uint8_t *buf = ps_recv(p, s, TAG_UPDATE, &len, NULL, NULL);
+            struct lerr e;
+            Lora__Update *u = wire_unpack_update(buf, len, s, p->n_params, &e);
+            free(buf);
+            if (!u) ps_abort(p, 4, "%s", e.msg);
+            if (u->offset != p->lo[s] || u->count != p->hi[s] - p->lo[s])
+                ps_abort(p, 4, "shard %d sent an Update for keys it does not own", s);
+            wire_decode_floats(pulled + u->offset, u->values.data, u->count, u->dtype, 0);
+            ver[s] = u->adapter_version;
+            lora__update__free_unpacked(u, NULL);
+        }
+        PS_MPI(MPI_Waitall(p->S, reqs, MPI_STATUSES_IGNORE));
+        for (int s = 0; s < p->S; s++) free(bufs[s]);
+        for (int s = 0; s < p->S; s++) {
+            uint64_t lo = p->lo[s], hi = p->hi[s];
+            if (have_prev[s] && ver[s] > prev_ver[s]) {
+                float inv = 1.0f / (float)(ver[s] - prev_ver[s]);
+                for (uint64_t i = lo; i < hi; i++) delta[i] = (pulled[i] - prev[i]) * inv;
+            }
+            if (!have_prev[s] || ver[s] != prev_ver[s]) {
+                memcpy(prev + lo, pulled + lo, (hi - lo) * 4);
+                prev_ver[s] = ver[s];
+                have_prev[s] = 1;
+            }
+            float tau = (int64_t)ver[s] < c ? (float)(c - (int64_t)ver[s]) : 0.0f;
+            float *w = r->t.ad.w;
+            if (r->t.cfg.ssp_lookahead && tau > 0)
+                for (uint64_t i = lo; i < hi; i++) w[i] = pulled[i] + tau * delta[i];
+            else
+                memcpy(w + lo, pulled + lo, (hi - lo) * 4);
+        }
+        r->version = ver[0];
         if (p->worker_index == 0) worker_maybe_eval(r, c);
         worker_push(r, c, r->version);
         worker_finish_step(r);
     }
+    free(pulled);
+    free(prev);
+    free(delta);
+    free(ver);
+    free(prev_ver);
+    free(have_prev);
+    free(bufs);
+    free(reqs);
 }
