@@ -10,7 +10,12 @@ WERROR   ?= -Werror
 BLAS_INC ?= /usr/include/x86_64-linux-gnu/openblas-openmp
 BLAS_LIB ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
 
-ifeq ($(SAN),1)
+ifeq ($(VG),1)
+BUILD    := build-vg
+ARCH     := -mavx2 -mfma
+OPT      := -O1 -g
+SANFLAGS :=
+else ifeq ($(SAN),1)
 BUILD    := build-san
 OPT      := -O1 -g -fno-omit-frame-pointer
 SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined
@@ -44,7 +49,8 @@ LIB      := $(BUILD)/liblora.a
 TOOLS    := $(patsubst tools/%.c,$(BUILD)/bin/%,$(wildcard tools/*.c))
 TESTS    := $(patsubst tests/%.c,$(BUILD)/bin/%,$(wildcard tests/test_*.c))
 
-.PHONY: all deps demo test unit parity bench clean check-san fmt
+.PHONY: all deps demo test unit parity bench clean valgrind
+.SECONDARY:
 all: $(LIB) $(TOOLS) $(TESTS)
 
 deps:
@@ -98,6 +104,13 @@ test: deps
 	scripts/run_tests.sh build
 	@$(MAKE) --no-print-directory SAN=1 all
 	scripts/run_tests.sh build-san --quick
+	@$(MAKE) --no-print-directory valgrind
+
+# The unit tests and the parity check under valgrind (memcheck, leaks), from a
+# build without AVX-512 (valgrind 3.19 cannot decode it).
+valgrind:
+	@$(MAKE) --no-print-directory VG=1 all
+	scripts/run_valgrind.sh build-vg
 
 bench: all
 	$(BUILD)/bin/lora_bench --json $(BUILD)/bench.json $(BENCH_ARGS)
@@ -105,6 +118,6 @@ bench: all
 	@echo "bench JSON: $(BUILD)/bench.json"
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-vg
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

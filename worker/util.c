@@ -124,7 +124,7 @@ uint64_t hash64(const void *p, size_t n, uint64_t seed) {
         x ^= x >> 29;
     }
     uint64_t tail = 0;
-    memcpy(&tail, b + i, n - i);
+    if (n > i) memcpy(&tail, b + i, n - i);
     x ^= tail + n;
     /* splitmix64 finalizer */
     x ^= x >> 30;

@@ -1,0 +1,3 @@
+build-vg/proto/lora.pb-c.o: build-vg/proto/lora.pb-c.c \
+ build-vg/proto/lora.pb-c.h
+build-vg/proto/lora.pb-c.h:
