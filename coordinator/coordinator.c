@@ -269,7 +269,7 @@ int ps_run(int argc, char **argv) {
     r.G = train_global_batch(&r.t);
     if (rank == 0) {
         char line[256];
-        lora_params_line(line, sizeof line, (int64_t)r.t.ad.n_params, r.t.model.n_params);
+        lora_params_line(line, sizeof line, (int64_t)r.t.ad.n_params, r.t.ad.full ? 0 : r.t.model.n_params);
         printf("%s\n", line);
     }
     hello_check(&r);
@@ -348,11 +348,12 @@ int ps_run(int argc, char **argv) {
             printf("val loss after: %.4f (before %.4f)\n", val1, val0);
         }
         if (cfg.out_dir[0]) {
-            if (lora_save_peft(&r.t.ad, cfg.out_dir, cfg.model_path, "CAUSAL_LM", 1, &e)) {
+            if (train_save(&r.t, cfg.out_dir, &e)) {
                 fprintf(stderr, "lora_worker: %s\n", e.msg);
                 rc = 1;
             } else
-                printf("adapter written to %s (peft format)\n", cfg.out_dir);
+                printf("%s written to %s\n", r.t.ad.full ? "model (full fine-tuning, HF format)" : "adapter (peft format)",
+                       cfg.out_dir);
         }
     }
     if (rank == 0 && prog.metrics) fclose(prog.metrics);

@@ -85,6 +85,14 @@ void gpt2_free(gpt2 *m);
 /* Frozen weight of a site: (in, out) Conv1D layout, and bias (out). */
 void gpt2_site_weights(const gpt2 *m, int site, const float **w, const float **b);
 
+/* Full fine-tuning (for comparisons with LoRA): every base tensor becomes
+ * trainable through the same flat buffer. a gets one tensor per model tensor
+ * (keys as HF names them, e.g. transformer.h.0.attn.c_attn.weight; 1-D
+ * tensors as 1 x n), the current values are copied in, and the model's
+ * pointers are re-pointed into a->w, so that whatever updates a->w updates the
+ * model. gpt2_backward then forms every weight gradient. */
+int gpt2_full_adapter(gpt2 *m, lora_adapter *a, struct lerr *e);
+
 typedef struct gpt2_acts gpt2_acts;
 
 /* Workspace for up to B x T (T <= n_positions). The adapter fixes which sites

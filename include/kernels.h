@@ -29,6 +29,15 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *x, con
 void layernorm_backward(float *dx, const float *dout, const float *x, const float *mean, const float *rstd,
                         const float *w, int N, int C);
 
+/* LayerNorm's parameter gradients: dw += sum_i dout * xhat, db += sum_i dout
+ * (rows summed in order: deterministic). */
+void layernorm_backward_params(float *dw, float *db, const float *dout, const float *x, const float *mean,
+                               const float *rstd, int N, int C);
+/* db (OC) += column sums of dout (N, OC), rows in order. */
+void bias_backward(float *db, const float *dout, int N, int OC);
+/* dw (C, OC) += in^T (C, N) . dout (N, OC): a Conv1D weight's gradient. */
+void matmul_backward_weight(float *dw, const float *in, const float *dout, int N, int C, int OC);
+
 /* GELU, tanh form (HF gelu_new / gelu_pytorch_tanh) or exact erf form (HF gelu). */
 void gelu_forward(float *out, const float *x, long n, int exact);
 /* dx = dout * gelu'(x) (overwrites). */
@@ -51,6 +60,8 @@ double crossentropy_forward(float *lse, const float *logits, const int32_t *targ
 void crossentropy_backward_inplace(float *logits, const float *lse, const int32_t *targets, int N, int V,
                                    float dscale);
 
+/* dwte[tokens[i]] += dout[i], dwpe[i % T] += dout[i] (rows in order). */
+void embedding_backward(float *dwte, float *dwpe, const float *dout, const int32_t *tokens, int B, int T, int C);
 /* residual (B*T, C) = wte[tokens] + wpe[t]. */
 void embedding_forward(float *out, const int32_t *tokens, const float *wte, const float *wpe, int B, int T, int C);
 

@@ -66,6 +66,7 @@ typedef struct {
     int *site_mod;      /* site -> module index, -1 when not adapted */
     size_t n_params;
     float *w;           /* (n_params) the values, 64-byte aligned */
+    int full;           /* full fine-tuning: the tensors are the model's own (see gpt2_full_adapter) */
 } lora_adapter;
 
 /* Matches spec against the sites and lays out the buffers (values zeroed).

@@ -34,6 +34,7 @@ typedef struct {
     int n_targets;
     uint64_t init_seed;
     char init_from[RC_PATH];             /* peft adapter folder to start from ("" = fresh init) */
+    int full_finetune;                   /* train every base tensor instead of adapters (for comparisons) */
     /* [data] */
     char train_path[RC_PATH];
     char val_path[RC_PATH];

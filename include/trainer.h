@@ -41,6 +41,10 @@ double train_grad(train_ctx *t, int64_t g0, int64_t n, float *grad, int64_t *n_t
 /* Mean loss over n_windows evenly spaced windows of f (seq_len each). */
 double train_eval(train_ctx *t, const tok_file *f, int n_windows);
 
+/* Writes what was trained to dir: the adapter in peft's format, or under full
+ * fine-tuning the whole model in HF's format. */
+int train_save(train_ctx *t, const char *dir, struct lerr *e);
+
 /* The single-process trainer (`lora train`) and evaluator (`lora eval`). */
 int trainer_main(int argc, char **argv, int eval_only);
 /* Parses --config FILE and --set k=v into c (after rc_defaults). Other

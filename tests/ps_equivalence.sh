@@ -32,6 +32,15 @@ for d in "bf16 fp32" "fp16 fp32" "bf16 bf16"; do
         fail "pushes $1, updates $2 vs fp32: ${r:-run failed: $(tail -3 "$out.log")}"
     fi
 done
+# full fine-tuning through the same parameter server (every base tensor trainable)
+"$LORA" train "${CFG[@]}" --set lora.full_finetune=true --set train.out_dir="$TMPD/full-ref" >"$TMPD/full-ref.log" 2>&1 ||
+    fail "full fine-tuning, single process: $(tail -3 "$TMPD/full-ref.log")"
+if mpi 3 "${CFG[@]}" --set lora.full_finetune=true --set system.servers=2 --set train.out_dir="$TMPD/full3" \
+    >"$TMPD/full3.log" 2>&1 && cmp -s "$TMPD/full-ref/model.safetensors" "$TMPD/full3/model.safetensors"; then
+    pass "full fine-tuning at N=3 S=2 (one worker, so the same sums): the model is byte for byte the single process's"
+else
+    fail "full fine-tuning at N=3 S=2 differs from the single process (or failed: $(tail -2 "$TMPD/full3.log"))"
+fi
 # 64 ranks: 1 server and 63 workers, 2 sequences each per step
 "$LORA" train "${CFG[@]}" --set data.grad_accum=63 --set train.steps=3 --set train.out_dir="$TMPD/ref63" \
     >"$TMPD/ref63.log" 2>&1 || fail "single-process reference for 64 ranks failed"

@@ -74,6 +74,58 @@ static void grad_check(const char *label, const lora_spec *spec, int train) {
     gpt2_free(&m);
 }
 
+/* Full fine-tuning: the gradient of every base tensor (embeddings, LayerNorms,
+ * biases, weights) against finite differences, on a sample of each tensor. */
+static void test_full_finetune_grad(void) {
+    gpt2_config c = tiny_cfg();
+    gpt2 m;
+    gpt2_init_random(&m, &c, 21);
+    lora_adapter a;
+    struct lerr e;
+    CHECK(gpt2_full_adapter(&m, &a, &e) == 0, "full adapter: %s", e.msg);
+    CHECK((int64_t)a.n_params == m.n_params, "full mode trains every parameter (%zu vs %lld)", a.n_params,
+          (long long)m.n_params);
+    rng_t r;
+    rng_seed(&r, 8);
+    /* LayerNorm weights away from 1 and biases away from 0, as the fixtures do */
+    for (size_t i = 0; i < a.n_params; i++) a.w[i] += 0.05f * (2 * rng_uniform(&r) - 1);
+    int B = 2, T = 6;
+    int32_t tok[12], tg[12];
+    for (int i = 0; i < 12; i++) tok[i] = (int32_t)(rng_next(&r) % (uint64_t)c.vocab_size);
+    gpt2_targets_from_labels(tg, tok, B, T);
+    gpt2_acts *s = gpt2_acts_create(&m, &a, B, T);
+    float *grad = calloc(a.n_params, sizeof(float));
+    int64_t n;
+    gpt2_forward(&m, &a, s, tok, tg, B, T, 1, 0, NULL, &n);
+    gpt2_backward(&m, &a, s, grad, 1.0f);
+    double worst = 0;
+    for (int ti = 0; ti < a.n_tensor; ti++) {
+        const lora_tensor *t = &a.tensor[ti];
+        size_t cnt = (size_t)t->rows * t->cols, k = 0;
+        float an[32], nu[32];
+        for (size_t j = 0; j < cnt && k < 32; j += 1 + cnt / 32) {
+            float *p = a.w + t->off + j, keep = *p;
+            const float h = 1e-2f;
+            *p = keep + h;
+            double fp = gpt2_forward(&m, &a, s, tok, tg, B, T, 1, 0, NULL, &n);
+            *p = keep - h;
+            double fm = gpt2_forward(&m, &a, s, tok, tg, B, T, 1, 0, NULL, &n);
+            *p = keep;
+            nu[k] = (float)((fp - fm) / (2 * h));
+            an[k] = grad[t->off + j];
+            k++;
+        }
+        double err = tu_rel_err(an, nu, (long)k);
+        if (err > worst) worst = err;
+        CHECK(err < 1e-2, "full fine-tuning: gradient of %s differs from finite differences (rel err %g)", t->key, err);
+    }
+    printf("  %-40s %d tensors, worst rel err vs finite differences %.2e\n", "full fine-tuning", a.n_tensor, worst);
+    free(grad);
+    gpt2_acts_free(s);
+    lora_free(&a);
+    gpt2_free(&m);
+}
+
 static void test_merge_equivalence(void) {
     gpt2_config c = tiny_cfg();
     gpt2 m, mm;
@@ -237,6 +289,7 @@ int main(void) {
     rs.rslora = 1;
     grad_check("only h.0.attn.c_proj, rsLoRA", &rs, 0);
     test_merge_equivalence();
+    test_full_finetune_grad();
     test_params_line();
     test_lora_errors();
     test_peft_roundtrip();

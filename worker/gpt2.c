@@ -146,23 +146,13 @@ typedef struct {
     int64_t shape[2];
 } wslot;
 
-int gpt2_open(gpt2 *m, const char *dir, struct lerr *e) { return gpt2_open_shared(m, dir, NULL, e); }
-
-int gpt2_open_shared(gpt2 *m, const char *dir, const gpt2_alloc *al, struct lerr *e) {
-    memset(m, 0, sizeof *m);
-    snprintf(m->dir, sizeof m->dir, "%s", dir);
-    char path[1100];
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    if (gpt2_config_load(&m->cfg, path, e)) return -1;
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    m->st = st_open(path, e);
-    if (!m->st) return -1;
+/* Every tensor of the model: its name without the "transformer." prefix
+ * (lm_head.weight only when untied), where its pointer lives, and its shape.
+ * ws holds 4 + 12 L + 1 entries; returns how many were filled. */
+static int list_slots(gpt2 *m, wslot *ws) {
     const gpt2_config *c = &m->cfg;
     int L = c->n_layer;
     int64_t C = c->n_embd, F = c->n_inner, V = c->vocab_size, P = c->n_positions;
-    m->layer = xcalloc((size_t)L, sizeof(gpt2_layer));
-    int nslot = 4 + 12 * L + 1;
-    wslot *ws = xcalloc((size_t)nslot, sizeof(wslot));
     int ns = 0;
 #define SLOT(ptr, nd, s0, s1, ...)                                                                                     \
     do {                                                                                                               \
@@ -194,6 +184,26 @@ int gpt2_open_shared(gpt2 *m, const char *dir, const gpt2_alloc *al, struct lerr
     }
     if (!c->tied) SLOT(&m->lm_head, 2, V, C, "lm_head.weight");
 #undef SLOT
+    return ns;
+}
+
+int gpt2_open(gpt2 *m, const char *dir, struct lerr *e) { return gpt2_open_shared(m, dir, NULL, e); }
+
+int gpt2_open_shared(gpt2 *m, const char *dir, const gpt2_alloc *al, struct lerr *e) {
+    memset(m, 0, sizeof *m);
+    snprintf(m->dir, sizeof m->dir, "%s", dir);
+    char path[1100];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    if (gpt2_config_load(&m->cfg, path, e)) return -1;
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    m->st = st_open(path, e);
+    if (!m->st) return -1;
+    const gpt2_config *c = &m->cfg;
+    int L = c->n_layer;
+    m->layer = xcalloc((size_t)L, sizeof(gpt2_layer));
+    int nslot = 4 + 12 * L + 1;
+    wslot *ws = xcalloc((size_t)nslot, sizeof(wslot));
+    int ns = list_slots(m, ws);
     /* Find every tensor first (with or without the transformer. prefix), then
      * convert what is not aligned F32 into one owned block. */
     const st_tensor **found = xcalloc((size_t)ns, sizeof(*found));
@@ -270,6 +280,41 @@ out:
     free(ws);
     if (rc) gpt2_free(m);
     return rc;
+}
+
+int gpt2_full_adapter(gpt2 *m, lora_adapter *a, struct lerr *e) {
+    memset(a, 0, sizeof *a);
+    int nslot = 4 + 12 * m->cfg.n_layer + 1;
+    wslot *ws = xcalloc((size_t)nslot, sizeof(wslot));
+    int ns = list_slots(m, ws);
+    a->full = 1;
+    a->n_sites = m->n_sites;
+    a->site_mod = xmalloc(sizeof(int) * (size_t)(m->n_sites ? m->n_sites : 1));
+    for (int i = 0; i < m->n_sites; i++) a->site_mod[i] = -1;
+    a->mod = xcalloc(1, sizeof(lora_module));
+    a->tensor = xcalloc((size_t)ns, sizeof(lora_tensor));
+    size_t off = 0;
+    for (int i = 0; i < ns; i++) {
+        lora_tensor *t = &a->tensor[i];
+        snprintf(t->key, sizeof t->key, "%s%s", strcmp(ws[i].name, "lm_head.weight") ? "transformer." : "",
+                 ws[i].name);
+        t->rows = ws[i].ndim == 2 ? (int)ws[i].shape[0] : 1;
+        t->cols = ws[i].ndim == 2 ? (int)ws[i].shape[1] : (int)ws[i].shape[0];
+        t->off = off;
+        off += (size_t)t->rows * (size_t)t->cols;
+    }
+    a->n_tensor = ns;
+    a->n_params = off;
+    a->w = xalloc_aligned(off * sizeof(float));
+    for (int i = 0; i < ns; i++) {
+        const lora_tensor *t = &a->tensor[i];
+        memcpy(a->w + t->off, *ws[i].dst, sizeof(float) * (size_t)t->rows * (size_t)t->cols);
+        *ws[i].dst = a->w + t->off;
+    }
+    if (m->cfg.tied) m->lm_head = m->wte;
+    free(ws);
+    (void)e;
+    return 0;
 }
 
 void gpt2_init_shape(gpt2 *m, const gpt2_config *c) {
@@ -360,6 +405,7 @@ struct gpt2_acts {
     float *logits;               /* (BT, V) */
     float *lse;                  /* (BT) */
     int32_t *targets;            /* (BT) */
+    int32_t *tokens;             /* (BT) of the last forward (full fine-tuning's embedding gradient) */
     float *u;                    /* LoRA x A^T per adapted site: (BT, r) each */
     size_t *u_off;               /* (n_sites) offset into u, SIZE_MAX if the site has none */
     int r;
@@ -419,6 +465,7 @@ gpt2_acts *gpt2_acts_create(const gpt2 *m, const lora_adapter *a, int B, int T) 
     ALLOC(logits, BT * V);
     ALLOC(lse, BT);
     ALLOC(targets, BT);
+    ALLOC(tokens, BT);
     ALLOC(u, nu ? nu : 1);
     ALLOC(dres, BT * C);
     ALLOC(d1, BT * W);
@@ -439,6 +486,7 @@ void gpt2_acts_free(gpt2_acts *s) {
                      s->d2,   s->att_scratch, s->du,   s->dropx};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(s->targets);
+    free(s->tokens);
     free(s->sample_ids);
     free(s->u_off);
     free(s);
@@ -563,6 +611,7 @@ double gpt2_forward(const gpt2 *m, const lora_adapter *a, gpt2_acts *s, const in
     s->drop_seed = dropout_seed;
     for (int b = 0; b < B; b++) s->sample_ids[b] = sample_ids ? sample_ids[b] : b;
     memcpy(s->targets, targets, sizeof(int32_t) * (size_t)N);
+    memcpy(s->tokens, tokens, sizeof(int32_t) * (size_t)N);
 
     embedding_forward(s->res, tokens, m->wte, m->wpe, B, T, C);
     for (int l = 0; l < L; l++) {
@@ -591,7 +640,60 @@ double gpt2_forward(const gpt2 *m, const lora_adapter *a, gpt2_acts *s, const in
     return crossentropy_forward(s->lse, s->logits, s->targets, N, V, n_targets);
 }
 
+/* The gradient buffer's slice for a model tensor that lives in a->w. */
+#define G(ptr) (grad + ((ptr) - a->w))
+
+/* Full fine-tuning's backward: every weight gradient, down to the embeddings. */
+static void backward_full(const gpt2 *m, const lora_adapter *a, gpt2_acts *s, float *grad, float dscale) {
+    const gpt2_config *c = &m->cfg;
+    int L = c->n_layer, C = c->n_embd, F = c->n_inner, V = c->vocab_size, H = c->n_head;
+    int B = s->B, T = s->T, N = B * T;
+    size_t NC = (size_t)N * C;
+    crossentropy_backward_inplace(s->logits, s->lse, s->targets, N, V, dscale);
+    /* lm_head (V, C) += dlogits^T lnf */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, C, N, 1.0f, s->logits, V, s->lnf, C, 1.0f, G(m->lm_head), C);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, V, 1.0f, s->logits, V, m->lm_head, C, 0.0f, s->d1, C);
+    memset(s->dres, 0, NC * sizeof(float));
+    layernorm_backward(s->dres, s->d1, s->res + (size_t)L * NC, s->lnf_mean, s->lnf_rstd, m->lnf_w, N, C);
+    layernorm_backward_params(G(m->lnf_w), G(m->lnf_b), s->d1, s->res + (size_t)L * NC, s->lnf_mean, s->lnf_rstd,
+                              N, C);
+    for (int l = L - 1; l >= 0; l--) {
+        const gpt2_layer *y = &m->layer[l];
+        float *res = s->res + (size_t)l * NC;
+        float *ln1 = s->ln1 + (size_t)l * NC, *qkv = s->qkv + (size_t)l * N * 3 * C;
+        float *att = s->att + (size_t)l * B * H * T * T, *atty = s->atty + (size_t)l * NC;
+        float *res2 = s->res2 + (size_t)l * NC, *ln2 = s->ln2 + (size_t)l * NC;
+        float *fch = s->fch + (size_t)l * N * F, *fcg = s->fch_gelu + (size_t)l * N * F;
+        const float *m1 = s->ln1_mean + (size_t)l * N, *r1 = s->ln1_rstd + (size_t)l * N;
+        const float *m2 = s->ln2_mean + (size_t)l * N, *r2 = s->ln2_rstd + (size_t)l * N;
+        matmul_backward_weight(G(y->fproj_w), fcg, s->dres, N, F, C);
+        bias_backward(G(y->fproj_b), s->dres, N, C);
+        matmul_backward_input(s->d1, s->dres, y->fproj_w, N, F, C, 0);
+        gelu_backward(s->d2, s->d1, fch, (long)N * F, c->gelu_exact);
+        matmul_backward_weight(G(y->fc_w), ln2, s->d2, N, C, F);
+        bias_backward(G(y->fc_b), s->d2, N, F);
+        matmul_backward_input(s->d1, s->d2, y->fc_w, N, C, F, 0);
+        layernorm_backward(s->dres, s->d1, res2, m2, r2, y->ln2_w, N, C);
+        layernorm_backward_params(G(y->ln2_w), G(y->ln2_b), s->d1, res2, m2, r2, N, C);
+        matmul_backward_weight(G(y->aproj_w), atty, s->dres, N, C, C);
+        bias_backward(G(y->aproj_b), s->dres, N, C);
+        matmul_backward_input(s->d1, s->dres, y->aproj_w, N, C, C, 0);
+        attention_backward(s->d2, s->att_scratch, s->d1, att, qkv, B, T, C, H);
+        matmul_backward_weight(G(y->qkv_w), ln1, s->d2, N, C, 3 * C);
+        bias_backward(G(y->qkv_b), s->d2, N, 3 * C);
+        matmul_backward_input(s->d1, s->d2, y->qkv_w, N, C, 3 * C, 0);
+        layernorm_backward(s->dres, s->d1, res, m1, r1, y->ln1_w, N, C);
+        layernorm_backward_params(G(y->ln1_w), G(y->ln1_b), s->d1, res, m1, r1, N, C);
+    }
+    embedding_backward(G(m->wte), G(m->wpe), s->dres, s->tokens, B, T, C);
+}
+#undef G
+
 void gpt2_backward(const gpt2 *m, const lora_adapter *a, gpt2_acts *s, float *grad, float dscale) {
+    if (a && a->full) {
+        backward_full(m, a, s, grad, dscale);
+        return;
+    }
     if (!a || a->n_mod == 0) return;
     const gpt2_config *c = &m->cfg;
     int L = c->n_layer, C = c->n_embd, F = c->n_inner, V = c->vocab_size, H = c->n_head;
@@ -643,6 +745,8 @@ double gpt2_step_flops(const gpt2 *m, const lora_adapter *a, int B, int T) {
     double att = 2.0 * 2.0 * B * T * (double)T * C; /* QK^T and PV over all heads */
     double lin = 2.0 * N * (C * 3 * C + C * C + C * F + F * C);
     double fwd = L * (lin + att) + 2.0 * N * C * V;
+    if (a && a->full) /* input gradients (attention twice the forward's) and every weight gradient */
+        return fwd + L * (lin + 2.0 * att) + 2.0 * N * C * V + L * lin + 2.0 * N * C * V;
     if (!a || a->n_mod == 0) return fwd;
     int first = a->mod[0].site;
     double bwd = 2.0 * N * C * V; /* dlnf */

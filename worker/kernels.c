@@ -260,3 +260,43 @@ void embedding_forward(float *out, const int32_t *tokens, const float *wte, cons
         for (int j = 0; j < C; j++) o[j] = e[j] + p[j];
     }
 }
+
+void layernorm_backward_params(float *dw, float *db, const float *dout, const float *x, const float *mean,
+                               const float *rstd, int N, int C) {
+    /* columns split among threads, rows summed in order: the same sums for any thread count */
+#pragma omp parallel for schedule(static)
+    for (int j = 0; j < C; j++) {
+        float sw = 0, sb = 0;
+        for (int i = 0; i < N; i++) {
+            float d = dout[(long)i * C + j];
+            sw += d * (x[(long)i * C + j] - mean[i]) * rstd[i];
+            sb += d;
+        }
+        dw[j] += sw;
+        db[j] += sb;
+    }
+}
+
+void bias_backward(float *db, const float *dout, int N, int OC) {
+#pragma omp parallel for schedule(static)
+    for (int j = 0; j < OC; j++) {
+        float s = 0;
+        for (int i = 0; i < N; i++) s += dout[(long)i * OC + j];
+        db[j] += s;
+    }
+}
+
+void matmul_backward_weight(float *dw, const float *in, const float *dout, int N, int C, int OC) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, OC, N, 1.0f, in, C, dout, OC, 1.0f, dw, OC);
+}
+
+void embedding_backward(float *dwte, float *dwpe, const float *dout, const int32_t *tokens, int B, int T, int C) {
+    for (int i = 0; i < B * T; i++) {
+        const float *d = dout + (long)i * C;
+        float *e = dwte + (long)tokens[i] * C, *p = dwpe + (long)(i % T) * C;
+        for (int j = 0; j < C; j++) {
+            e[j] += d[j];
+            p[j] += d[j];
+        }
+    }
+}

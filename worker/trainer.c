@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "merge.h"
 #include "optim.h"
 
 static void rc_to_spec(lora_spec *s, const run_config *c) {
@@ -39,7 +40,14 @@ int train_ctx_open(train_ctx *t, const run_config *c, const gpt2_alloc *al, stru
         lerr_set(e, "[data] seq_len %d exceeds the model's n_positions %d", c->seq_len, t->model.cfg.n_positions);
         goto fail;
     }
-    if (c->init_from[0]) {
+    if (c->full_finetune) {
+        if (c->init_from[0] || c->ckpt_dir[0]) {
+            lerr_set(e, "[lora] full_finetune = true cannot be combined with %s (full fine-tuning is for comparisons)",
+                     c->init_from[0] ? "[lora] init_from" : "[checkpoint] dir");
+            goto fail;
+        }
+        if (gpt2_full_adapter(&t->model, &t->ad, e)) goto fail;
+    } else if (c->init_from[0]) {
         if (lora_load_peft(&t->ad, c->init_from, t->model.sites, t->model.n_sites, e)) goto fail;
         if (t->ad.spec.r != c->r) {
             lerr_set(e, "[lora] init_from %s has r=%d but the config says r=%d", c->init_from, t->ad.spec.r, c->r);
@@ -143,6 +151,11 @@ double train_eval(train_ctx *t, const tok_file *f, int n_windows) {
     return total / ((double)n_windows * (T - 1));
 }
 
+int train_save(train_ctx *t, const char *dir, struct lerr *e) {
+    if (t->ad.full) return gpt2_save_merged(&t->model, NULL, dir, e);
+    return lora_save_peft(&t->ad, dir, t->cfg.model_path, "CAUSAL_LM", 1, e);
+}
+
 int trainer_parse_args(run_config *c, int argc, char **argv, const char **extra_key, const char **extra_val,
                        struct lerr *e) {
     rc_defaults(c);
@@ -186,7 +199,7 @@ int trainer_main(int argc, char **argv, int eval_only) {
         return 1;
     }
     char line[256];
-    lora_params_line(line, sizeof line, (int64_t)t.ad.n_params, t.model.n_params);
+    lora_params_line(line, sizeof line, (int64_t)t.ad.n_params, t.ad.full ? 0 : t.model.n_params);
     printf("%s\n", line);
     int rc = 0;
     if (eval_only) {
@@ -250,11 +263,12 @@ int trainer_main(int argc, char **argv, int eval_only) {
     }
     printf("trained %lld steps in %.1f s (%.0f tok/s)\n", (long long)c.steps, wall, (double)tokens_done / wall);
     if (!rc && c.out_dir[0]) {
-        if (lora_save_peft(&t.ad, c.out_dir, c.model_path, "CAUSAL_LM", 1, &e)) {
+        if (train_save(&t, c.out_dir, &e)) {
             fprintf(stderr, "lora train: %s\n", e.msg);
             rc = 1;
         } else
-            printf("adapter written to %s (peft format)\n", c.out_dir);
+            printf("%s written to %s\n", t.ad.full ? "model (full fine-tuning, HF format)" : "adapter (peft format)",
+                   c.out_dir);
     }
     free(grad);
     free(m);
