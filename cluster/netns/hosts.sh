@@ -82,13 +82,14 @@ cmd_up() {
             ip netns exec "$ns" tc qdisc add dev eth0 root tbf rate "$rate" burst 256kb latency 50ms
         fi
     done
-    # wait until every host answers from the head (the bridge ports come up at once:
-    # no STP; a few hundred ms at most)
-    local tries
+    # wait until each link is up and its bridge port forwards (no STP: at once)
+    local tries st_eth st_port
     for i in $(seq 1 "$k"); do
         for tries in $(seq 1 50); do
-            ip netns exec "$sw" ping -c1 -W1 "$subnet.$i" >/dev/null 2>&1 && break
-            [ "$tries" = 50 ] && { echo "hosts.sh: $subnet.$i does not answer" >&2; false; }
+            st_eth=$(ip netns exec "$name-h$i" cat /sys/class/net/eth0/operstate)
+            st_port=$(ip netns exec "$sw" cat "/sys/class/net/p$i/brport/state")
+            [ "$st_eth" = up ] && [ "$st_port" = 3 ] && break
+            [ "$tries" = 50 ] && die "up: host $i: eth0 $st_eth, bridge port state $st_port"
             sleep 0.1
         done
     done
