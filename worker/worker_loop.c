@@ -72,27 +72,37 @@ void worker_finish_step(ps_state *r) {
     (void)r;
 }
 
-int worker_recv_updates(ps_state *r, int64_t step) {
+/* One Update from shard s, checked (range, step when step >= 0), decoded into
+ * dst (the full-size buffer: the shard's range is written). Returns its
+ * version; *status gets its status. */
+static uint64_t recv_shard_update(ps_state *r, int s, float *dst, int64_t step, int *status) {
     ps_ctx *p = &r->p;
+    size_t len;
+    uint8_t *buf = ps_recv(p, s, TAG_UPDATE, &len, NULL, NULL);
+    struct lerr e;
+    Lora__Update *u = wire_unpack_update(buf, len, s, p->n_params, &e);
+    free(buf);
+    if (!u) ps_abort(p, 4, "%s", e.msg);
+    if (u->offset != p->lo[s] || u->count != p->hi[s] - p->lo[s])
+        ps_abort(p, 4, "shard %d sent an Update for keys [%llu, %llu), but it owns [%llu, %llu)", s,
+                 (unsigned long long)u->offset, (unsigned long long)(u->offset + u->count),
+                 (unsigned long long)p->lo[s], (unsigned long long)p->hi[s]);
+    if (step >= 0 && u->step != (uint64_t)step)
+        ps_abort(p, 4, "shard %d sent the Update of step %llu during step %lld", s, (unsigned long long)u->step,
+                 (long long)step);
+    wire_decode_floats(dst + u->offset, u->values.data, u->count, u->dtype, 0);
+    uint64_t version = u->adapter_version;
+    *status = u->status;
+    lora__update__free_unpacked(u, NULL);
+    return version;
+}
+
+int worker_recv_updates(ps_state *r, int64_t step) {
     int status = LORA__STATUS__CONTINUE;
-    for (int s = 0; s < p->S; s++) {
-        size_t len;
-        uint8_t *buf = ps_recv(p, s, TAG_UPDATE, &len, NULL, NULL);
-        struct lerr e;
-        Lora__Update *u = wire_unpack_update(buf, len, s, p->n_params, &e);
-        free(buf);
-        if (!u) ps_abort(p, 4, "%s", e.msg);
-        if (u->offset != p->lo[s] || u->count != p->hi[s] - p->lo[s])
-            ps_abort(p, 4, "shard %d sent an Update for keys [%llu, %llu), but it owns [%llu, %llu)", s,
-                     (unsigned long long)u->offset, (unsigned long long)(u->offset + u->count),
-                     (unsigned long long)p->lo[s], (unsigned long long)p->hi[s]);
-        if (step >= 0 && u->step != (uint64_t)step)
-            ps_abort(p, 4, "shard %d sent the Update of step %llu during step %lld", s, (unsigned long long)u->step,
-                     (long long)step);
-        wire_decode_floats(r->t.ad.w + u->offset, u->values.data, u->count, u->dtype, 0);
-        r->version = u->adapter_version;
-        if (u->status != LORA__STATUS__CONTINUE) status = u->status;
-        lora__update__free_unpacked(u, NULL);
+    for (int s = 0; s < r->p.S; s++) {
+        int st;
+        r->version = recv_shard_update(r, s, r->t.ad.w, step, &st);
+        if (st != LORA__STATUS__CONTINUE) status = st;
     }
     return status;
 }
@@ -137,17 +147,8 @@ void worker_run_ssp(ps_state *r) {
             ps_isend(p, bufs[s], len, s, TAG_PULL, &reqs[s]);
         }
         for (int s = 0; s < p->S; s++) {
-            size_t len;
-            uint8_t *buf = ps_recv(p, s, TAG_UPDATE, &len, NULL, NULL);
-            struct lerr e;
-            Lora__Update *u = wire_unpack_update(buf, len, s, p->n_params, &e);
-            free(buf);
-            if (!u) ps_abort(p, 4, "%s", e.msg);
-            if (u->offset != p->lo[s] || u->count != p->hi[s] - p->lo[s])
-                ps_abort(p, 4, "shard %d sent an Update for keys it does not own", s);
-            wire_decode_floats(pulled + u->offset, u->values.data, u->count, u->dtype, 0);
-            ver[s] = u->adapter_version;
-            lora__update__free_unpacked(u, NULL);
+            int st;
+            ver[s] = recv_shard_update(r, s, pulled, -1, &st);
         }
         PS_MPI(MPI_Waitall(p->S, reqs, MPI_STATUSES_IGNORE));
         for (int s = 0; s < p->S; s++) free(bufs[s]);

@@ -51,4 +51,4 @@ fi
 exec env -i PATH="$PATH" HOME="${HOME:-/root}" USER="${USER:-$(id -un)}" LOGNAME="${LOGNAME:-$(id -un)}" \
     ${LD_LIBRARY_PATH:+LD_LIBRARY_PATH="$LD_LIBRARY_PATH"} ${TMPDIR:+TMPDIR="$TMPDIR"} \
     ${LANG:+LANG="$LANG"} SHELL=/bin/sh \
-    ip netns exec "$ns" /bin/sh -c "$*"
+    ip netns exec "$ns" unshare --uts /bin/sh -c 'hostname "$1" && exec /bin/sh -c "$2"' sh "$ns" "$*"

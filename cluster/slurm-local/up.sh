@@ -4,7 +4,9 @@
 #   DIR/slurm.conf              the configuration (SLURM_CONF points here)
 #   DIR/munge/                  munged's key, socket, pid, log, seed
 #   DIR/state, DIR/spool        slurmctld's StateSaveLocation, slurmd's SlurmdSpoolDir
-#   DIR/log/*.log, DIR/*.pid    the daemons' logs and pids
+#   DIR/log/                    the daemons' logs (and jobcomp.log: one line per finished job)
+#   DIR/pids/*.pid              the pids of the daemons this script started (down.sh uses them)
+#   DIR/run/                    the daemons' own pid files
 # munged, slurmctld and slurmd run as root in the background (no systemd); the
 # script waits until sinfo shows the node idle (a few seconds), then prints on
 # stdout the line the callers need:
@@ -58,7 +60,7 @@ export SLURM_CONF="$CONF"
 alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 node_idle() { sinfo -h -N -o '%t' 2>/dev/null | grep -qE '^(idle|mix|alloc)'; }
 
-if alive "$DIR/munged.pid" && alive "$DIR/slurmctld.pid" && alive "$DIR/slurmd.pid" && node_idle; then
+if alive "$DIR/pids/munged.pid" && alive "$DIR/pids/slurmctld.pid" && alive "$DIR/pids/slurmd.pid" && node_idle; then
     say "already up in $DIR"
     echo "export SLURM_CONF=$CONF"
     exit 0
@@ -66,7 +68,7 @@ fi
 # something half up: stop it and start over
 "$HERE/down.sh" "$DIR" >&2 2>/dev/null
 
-mkdir -p "$DIR/munge" "$DIR/state" "$DIR/spool" "$DIR/log" || die "cannot create directories under $DIR"
+mkdir -p "$DIR/munge" "$DIR/state" "$DIR/spool" "$DIR/log" "$DIR/pids" "$DIR/run" || die "cannot create directories under $DIR"
 # munged insists on a socket directory that everyone may traverse, and on a
 # private key: DIR and DIR/munge 0755, the key 0400
 chmod 755 "$DIR" "$DIR/munge"
@@ -102,8 +104,8 @@ CredType=cred/munge
 AuthInfo=socket=$DIR/munge/munge.socket,cred_expire=$CRED_EXPIRE
 StateSaveLocation=$DIR/state
 SlurmdSpoolDir=$DIR/spool
-SlurmctldPidFile=$DIR/slurmctld.pid
-SlurmdPidFile=$DIR/slurmd.pid
+SlurmctldPidFile=$DIR/run/slurmctld.pid
+SlurmdPidFile=$DIR/run/slurmd.pid
 SlurmctldLogFile=$DIR/log/slurmctld.log
 SlurmdLogFile=$DIR/log/slurmd.log
 SlurmctldDebug=info
@@ -140,13 +142,13 @@ start() { # start PIDFILE LOG cmd...
     echo $! >"$pidf"
 }
 
-start "$DIR/munged.pid" "$DIR/munge/munged.out" munged -F --socket="$DIR/munge/munge.socket" \
+start "$DIR/pids/munged.pid" "$DIR/munge/munged.out" munged -F --socket="$DIR/munge/munge.socket" \
     --key-file="$DIR/munge/munge.key" --log-file="$DIR/munge/munged.log" \
-    --pid-file="$DIR/munge/munged.fpid" --seed-file="$DIR/munge/munged.seed"
+    --pid-file="$DIR/run/munged.pid" --seed-file="$DIR/munge/munged.seed"
 for _ in $(seq 1 100); do
     [ -S "$DIR/munge/munge.socket" ] && munge -n -S "$DIR/munge/munge.socket" 2>/dev/null |
         unmunge -S "$DIR/munge/munge.socket" >/dev/null 2>&1 && break
-    alive "$DIR/munged.pid" || break
+    alive "$DIR/pids/munged.pid" || break
     sleep 0.1
 done
 if ! munge -n -S "$DIR/munge/munge.socket" 2>/dev/null | unmunge -S "$DIR/munge/munge.socket" >/dev/null 2>&1; then
@@ -157,21 +159,17 @@ if ! munge -n -S "$DIR/munge/munge.socket" 2>/dev/null | unmunge -S "$DIR/munge/
 fi
 
 # slurmctld -i: ignore any state left in DIR/state by an earlier instance
-start "$DIR/slurmctld.pid.fg" "$DIR/log/slurmctld.out" slurmctld -D -i -f "$CONF"
-start "$DIR/slurmd.pid.fg" "$DIR/log/slurmd.out" slurmd -D -f "$CONF"
-# the daemons also write their own pid files (SlurmctldPidFile, SlurmdPidFile):
-# keep ours, the pids of the processes we started
-mv "$DIR/slurmctld.pid.fg" "$DIR/slurmctld.pid.ours"
-mv "$DIR/slurmd.pid.fg" "$DIR/slurmd.pid.ours"
+start "$DIR/pids/slurmctld.pid" "$DIR/log/slurmctld.out" slurmctld -D -i -f "$CONF"
+start "$DIR/pids/slurmd.pid" "$DIR/log/slurmd.out" slurmd -D -f "$CONF"
 for _ in $(seq 1 300); do
     node_idle && break
-    alive "$DIR/slurmctld.pid.ours" && alive "$DIR/slurmd.pid.ours" || break
+    alive "$DIR/pids/slurmctld.pid" && alive "$DIR/pids/slurmd.pid" || break
     sleep 0.1
 done
 if ! node_idle; then
     say "the node did not become idle: sinfo says: $(sinfo -h -N -o '%N %t %E' 2>&1 | head -3)"
-    alive "$DIR/slurmctld.pid.ours" || say "slurmctld is not running"
-    alive "$DIR/slurmd.pid.ours" || say "slurmd is not running"
+    alive "$DIR/pids/slurmctld.pid" || say "slurmctld is not running"
+    alive "$DIR/pids/slurmd.pid" || say "slurmd is not running"
     tail_log "$DIR/log/slurmctld.out"
     tail_log "$DIR/log/slurmctld.log"
     tail_log "$DIR/log/slurmd.out"
