@@ -25,13 +25,17 @@
 #include "optim.h"
 
 typedef struct {
-    int B, T, r, steps, layers, embd, heads, vocab, positions;
+    int B, T, r, steps, layers, embd, heads, vocab, positions, full;
     const char *targets, *json;
 } opts;
 
 static int parse(opts *o, int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(k, "--full")) {
+            o->full = 1;
+            continue;
+        }
         if (!v) goto bad;
         int *ip = !strcmp(k, "--B") ? &o->B : !strcmp(k, "--T") ? &o->T : !strcmp(k, "--r") ? &o->r
                 : !strcmp(k, "--steps") ? &o->steps : !strcmp(k, "--layers") ? &o->layers
@@ -52,7 +56,7 @@ static int parse(opts *o, int argc, char **argv) {
         continue;
     bad:
         fprintf(stderr, "lora_bench: bad argument '%s'\nusage: lora_bench [--B n] [--T n] [--r n] [--targets list] "
-                        "[--steps n] [--layers n] [--embd n] [--heads n] [--vocab n] [--json path]\n", k);
+                        "[--steps n] [--layers n] [--embd n] [--heads n] [--vocab n] [--json path] [--full]\n", k);
         return -1;
     }
     if (o->embd % o->heads) {
@@ -111,17 +115,21 @@ int main(int argc, char **argv) {
         snprintf(sp.targets[sp.n_targets++], LORA_NAME, "%s", tok);
     lora_adapter a;
     struct lerr e;
-    if (lora_create(&a, &sp, m.sites, m.n_sites, 1, &e)) {
+    if (o.full ? gpt2_full_adapter(&m, &a, &e) : lora_create(&a, &sp, m.sites, m.n_sites, 1, &e)) {
         fprintf(stderr, "lora_bench: %s\n", e.msg);
         return 1;
     }
-    lora_init(&a, 1);
+    if (!o.full) lora_init(&a, 1);
     char line[200];
-    lora_params_line(line, sizeof line, (int64_t)a.n_params, m.n_params);
+    lora_params_line(line, sizeof line, (int64_t)a.n_params, o.full ? 0 : m.n_params);
     int B = o.B, T = o.T, N = B * T;
-    printf("lora_bench: GPT-2 shape L=%d C=%d H=%d V=%d, B=%d T=%d, LoRA r=%d on %s; %d threads, OpenBLAS %s\n",
-           c.n_layer, c.n_embd, c.n_head, c.vocab_size, B, T, o.r, o.targets, omp_get_max_threads(),
-           openblas_get_corename());
+    char what[1100];
+    if (o.full)
+        snprintf(what, sizeof what, "full fine-tuning (every weight trainable)");
+    else
+        snprintf(what, sizeof what, "LoRA r=%d on %s", o.r, o.targets);
+    printf("lora_bench: GPT-2 shape L=%d C=%d H=%d V=%d, B=%d T=%d, %s; %d threads, OpenBLAS %s\n", c.n_layer,
+           c.n_embd, c.n_head, c.vocab_size, B, T, what, omp_get_max_threads(), openblas_get_corename());
     printf("%s\n", line);
     gpt2_acts *s = gpt2_acts_create(&m, &a, B, T);
     int32_t *tok = malloc(sizeof(int32_t) * N), *tg = malloc(sizeof(int32_t) * N);
@@ -172,12 +180,13 @@ int main(int argc, char **argv) {
     if (f) {
         fprintf(f,
                 "{\n  \"model\": \"gpt2 L%d C%d H%d V%d\",\n  \"B\": %d,\n  \"T\": %d,\n  \"r\": %d,\n"
-                "  \"targets\": \"%s\",\n  \"threads\": %d,\n  \"trainable_params\": %zu,\n  \"all_params\": %lld,\n"
+                "  \"targets\": \"%s\",\n  \"full_finetune\": %s,\n  \"threads\": %d,\n  \"trainable_params\": %zu,\n  \"all_params\": %lld,\n"
                 "  \"ms_per_step\": %.3f,\n  \"tokens_per_s\": %.1f,\n  \"gflop_per_step\": %.4f,\n"
                 "  \"achieved_gflops\": %.2f,\n  \"sgemm_ceiling_gflops\": %.2f,\n  \"sgemm_ceiling_ratio\": %.4f,\n"
                 "  \"peak_rss_bytes\": %ld\n}\n",
-                c.n_layer, c.n_embd, c.n_head, c.vocab_size, B, T, o.r, o.targets, omp_get_max_threads(), a.n_params,
-                (long long)(m.n_params + (int64_t)a.n_params), mean * 1e3, N / mean, flops / 1e9, achieved, ceiling,
+                c.n_layer, c.n_embd, c.n_head, c.vocab_size, B, T, o.r, o.targets, o.full ? "true" : "false",
+                omp_get_max_threads(), a.n_params,
+                (long long)(o.full ? (int64_t)a.n_params : m.n_params + (int64_t)a.n_params), mean * 1e3, N / mean, flops / 1e9, achieved, ceiling,
                 achieved / ceiling, rss);
         fclose(f);
         printf("\nbench JSON: %s\n", o.json);

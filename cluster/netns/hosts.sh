@@ -138,7 +138,9 @@ cmd_exec() {
     check_name "$name"
     local head
     head=$(head_ns "$name")
-    LORA_NETNS_STATE=$STATE_ROOT/$name exec ip netns exec "$head" "$@"
+    # in its own UTS namespace too, named after the namespace, as the hosts' are (launch-agent.sh)
+    LORA_NETNS_STATE=$STATE_ROOT/$name exec ip netns exec "$head" \
+        unshare --uts /bin/sh -c 'hostname "$0" && exec "$@"' "$head" "$@"
 }
 
 # mpirun with what runs it across the namespaces:
@@ -153,8 +155,18 @@ cmd_mpirun() {
     check_name "$name"
     local subnet
     subnet=$(cat "$STATE_ROOT/$name/subnet" 2>/dev/null) || die "no hosts named $name (hosts.sh up $name K)"
+    # The agent gives orteds a login-like environment, as ssh would; mpirun forwards OMPI_*
+    # to the ranks, and -x the variables that change what a rank computes or checks: the
+    # BLAS kernels (OPENBLAS_CORETYPE: without it ranks pick other kernels and BSP is no
+    # longer bitwise equal to a one-host run), threads, this project's LORA_*, sanitizers.
+    local v fwd=()
+    for v in $(compgen -e); do
+        case $v in
+        OPENBLAS_* | OMP_* | GOMP_* | LORA_* | ASAN_OPTIONS | UBSAN_OPTIONS | LSAN_OPTIONS) fwd+=(-x "$v") ;;
+        esac
+    done
     cmd_exec "$name" env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
-        mpirun --mca plm rsh --mca plm_rsh_agent "$HERE/launch-agent.sh" --mca plm_rsh_no_tree_spawn 1 \
+        mpirun "${fwd[@]}" --mca plm rsh --mca plm_rsh_agent "$HERE/launch-agent.sh" --mca plm_rsh_no_tree_spawn 1 \
         --mca btl tcp,self --mca btl_tcp_if_include "$subnet.0/24" --mca oob_tcp_if_include "$subnet.0/24" \
         --oversubscribe --bind-to none --mca mpi_yield_when_idle 1 "$@"
 }

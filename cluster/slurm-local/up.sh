@@ -66,7 +66,7 @@ if alive "$DIR/pids/munged.pid" && alive "$DIR/pids/slurmctld.pid" && alive "$DI
     exit 0
 fi
 # something half up: stop it and start over
-"$HERE/down.sh" "$DIR" >&2 2>/dev/null
+"$HERE/down.sh" "$DIR" >&2
 
 mkdir -p "$DIR/munge" "$DIR/state" "$DIR/spool" "$DIR/log" "$DIR/pids" "$DIR/run" || die "cannot create directories under $DIR"
 # munged insists on a socket directory that everyone may traverse, and on a
@@ -134,11 +134,13 @@ EOF
 
 tail_log() { [ -f "$1" ] && { say "--- last lines of $1:"; tail -n 20 "$1" >&2; }; }
 # the daemons run in the foreground (-D, -F) in their own session, in the
-# background of this script: their pids are $! (written to DIR/*.pid)
+# background of this script: their pids are $! (written to DIR/pids/). They
+# carry SLURM_LOCAL_DIR=DIR in their environment (slurmd hands it on to the
+# slurmstepd processes it starts), which lets down.sh find stray step daemons.
 start() { # start PIDFILE LOG cmd...
     local pidf=$1 log=$2
     shift 2
-    setsid "$@" </dev/null >>"$log" 2>&1 &
+    SLURM_LOCAL_DIR="$DIR" setsid "$@" </dev/null >>"$log" 2>&1 &
     echo $! >"$pidf"
 }
 
