@@ -48,6 +48,11 @@ static void hello_check(ps_state *r) {
     gethostname(host, sizeof host - 1);
     h.host = host;
     mem_usage(&h.rss_bytes, &h.pss_bytes, &h.private_bytes);
+    /* the node as MPI sees it (shared memory), not the hostname: containers and
+     * network namespaces may share a hostname across nodes */
+    int leader = p->rank;
+    PS_MPI(MPI_Bcast(&leader, 1, MPI_INT, 0, p->node)); /* collective over the node */
+    h.node_leader = (uint32_t)leader;
     size_t len;
     uint8_t *mine = wire_pack(&h.base, &len);
     if (p->rank != 0) {
@@ -77,7 +82,7 @@ static void hello_check(ps_state *r) {
             ps_abort(p, 6, "rank %d (host %s) runs a different config than rank 0 (the effective config text differs:"
                      " check that every node sees the same config file and --set options)", from, o->host);
         pss_total += o->pss_bytes;
-        if (!strcmp(o->host, host)) {
+        if (o->node_leader == h.node_leader) {
             same_host++;
             if (o->private_bytes > priv_max) priv_max = o->private_bytes;
         }
@@ -88,7 +93,7 @@ static void hello_check(ps_state *r) {
            (unsigned long long)h.model_bytes, (unsigned long long)h.model_hash);
     printf("memory after loading: rank 0 rss %.1f MiB (private %.1f MiB); all ranks pss %.1f MiB", h.rss_bytes / 1048576.0,
            h.private_bytes / 1048576.0, pss_total / 1048576.0);
-    if (same_host) printf("; each extra rank on this host adds at most %.1f MiB private", priv_max / 1048576.0);
+    if (same_host) printf("; each extra rank on rank 0's node adds at most %.1f MiB private", priv_max / 1048576.0);
     printf("\n");
 }
 

@@ -89,12 +89,22 @@ cmd_up() {
             st_eth=$(ip netns exec "$name-h$i" cat /sys/class/net/eth0/operstate)
             st_port=$(ip netns exec "$sw" cat "/sys/class/net/p$i/brport/state")
             [ "$st_eth" = up ] && [ "$st_port" = 3 ] && break
-            [ "$tries" = 50 ] && die "up: host $i: eth0 $st_eth, bridge port state $st_port"
+            if [ "$tries" = 50 ]; then
+                echo "hosts.sh: up: host $i: eth0 $st_eth, bridge port state $st_port; removing $name" >&2
+                cmd_down "$name"
+                exit 1
+            fi
             sleep 0.1
         done
     done
     trap - ERR
     echo "hosts.sh: $k hosts up: $(cmd_hosts "$name" | tr , ' ')${rate:+ (eth0 egress shaped to $rate)}; head $sw ($subnet.254)" >&2
+}
+
+alive() { # a process that exists and is not a zombie
+    local st
+    st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+    [ -n "$st" ] && [ "$st" != Z ]
 }
 
 cmd_down() {
@@ -106,12 +116,22 @@ cmd_down() {
     local all
     all=$( { cat "$STATE_ROOT/$name/hosts" 2>/dev/null | awk '{print $2}'
              ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^$name-(sw|h[0-9]+)$"; } | sort -u)
+    # processes left in the namespaces (mpirun, orteds, ranks of a failed or killed run):
+    # a namespace with processes in it lives on after `ip netns del`, so end them first,
+    # and wait until they are gone (a zombie holds no namespace)
+    local left=""
     for ns in $all; do
-        # processes left in a host (orteds, ranks of a failed run): a namespace with
-        # processes in it lives on after `ip netns del`, so end them first
         pids=$(ip netns pids "$ns" 2>/dev/null || true)
-        for pid in $pids; do kill -9 "$pid" 2>/dev/null || true; done
+        for pid in $pids; do kill -9 "$pid" 2>/dev/null && left="$left $pid"; done
     done
+    local tries
+    for tries in $(seq 1 100); do
+        pids=$left left=""
+        for pid in $pids; do alive "$pid" && left="$left $pid"; done
+        [ -z "$left" ] && break
+        sleep 0.05
+    done
+    [ -z "$left" ] || echo "hosts.sh: down $name: processes$left did not end" >&2
     for ns in $all; do
         # deleting a namespace destroys its veth ends, and so their peers and the bridge
         ip netns del "$ns" 2>/dev/null || true

@@ -21,8 +21,8 @@
 #                         it claim more than the machine has, so jobs with more tasks
 #                         than cores start instead of pending forever)
 #   SLURM_LOCAL_PORT=N    slurmctld's port (slurmd gets N+1); default: a free one
-#   SLURM_LOCAL_CRED_EXPIRE=S  AuthInfo cred_expire (seconds; default 120, Slurm's): how
-#                         long a requeued job is held before it may start again
+#   SLURM_LOCAL_CRED_EXPIRE=S  AuthInfo cred_expire (seconds; default 120, Slurm's): a
+#                         requeued job is held for S+1 seconds before it may start again
 set -u
 DIR=${1:?usage: up.sh DIR   (a directory for the state, logs and sockets of a local Slurm)}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -115,6 +115,9 @@ ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 MpiDefault=pmix
 SchedulerType=sched/backfill
+# look at pending jobs every second or two (defaults: 60 s, backfill 30 s): a
+# requeued job starts as soon as its begin time has passed
+SchedulerParameters=sched_interval=2,bf_interval=1
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 # the node may claim more CPUs than the machine has (tests run more tasks than cores)
@@ -160,8 +163,8 @@ if ! munge -n -S "$DIR/munge/munge.socket" 2>/dev/null | unmunge -S "$DIR/munge/
     die "munged did not come up"
 fi
 
-# slurmctld -i: ignore any state left in DIR/state by an earlier instance
-start "$DIR/pids/slurmctld.pid" "$DIR/log/slurmctld.out" slurmctld -D -i -f "$CONF"
+# slurmctld -c: start clean, whatever an earlier instance left in DIR/state
+start "$DIR/pids/slurmctld.pid" "$DIR/log/slurmctld.out" slurmctld -D -c -f "$CONF"
 start "$DIR/pids/slurmd.pid" "$DIR/log/slurmd.out" slurmd -D -f "$CONF"
 for _ in $(seq 1 300); do
     node_idle && break
