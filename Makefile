@@ -49,7 +49,7 @@ LIB      := $(BUILD)/liblora.a
 TOOLS    := $(patsubst tools/%.c,$(BUILD)/bin/%,$(wildcard tools/*.c))
 TESTS    := $(patsubst tests/%.c,$(BUILD)/bin/%,$(wildcard tests/test_*.c))
 
-.PHONY: all deps demo test unit parity bench bench-net clean valgrind
+.PHONY: all deps demo test unit parity bench bench-net clean valgrind slurm-test
 .SECONDARY:
 all: $(LIB) $(TOOLS) $(TESTS)
 
@@ -116,6 +116,12 @@ bench: all
 	$(BUILD)/bin/lora_bench --json $(BUILD)/bench.json $(BENCH_ARGS)
 	scripts/bench_ps.sh $(BUILD) $(BUILD)/bench.json
 	@echo "bench JSON: $(BUILD)/bench.json"
+
+# cluster/lora.sbatch on a real single-node Slurm from Debian's packages (root;
+# installs slurmctld slurmd slurm-client munge with apt-get if missing). About 80 s.
+slurm-test: deps
+	@$(MAKE) --no-print-directory all
+	tests/slurm.sh $(BUILD)
 
 # LoRA against full fine-tuning over a shaped 1 Gbit/s link between network
 # namespaces (root; about 2 minutes).

@@ -258,6 +258,8 @@ int ps_run(int argc, char **argv) {
     run_config cfg;
     int rank;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    /* from the start: a signal while the model loads is a stop request too (after the first step) */
+    ps_signals_install();
     const char *resume_key = "--resume", *resume = NULL;
     if (trainer_parse_args(&cfg, argc, argv, &resume_key, &resume, &e) || rc_validate(&cfg, &e)) {
         if (rank == 0) fprintf(stderr, "lora_worker: %s\n", e.msg);
@@ -284,7 +286,6 @@ int ps_run(int argc, char **argv) {
     if (p->is_worker) r.grad = xalloc_aligned(r.t.ad.n_params * sizeof(float));
     /* every rank: workers only take the shards' decision (an Update saying DONE),
      * but must not die of the signal meanwhile */
-    if (cfg.staleness == 0) ps_signals_install();
     r.last_ckpt_time = now_s();
     double val0 = NAN;
     if (rank == 0) {
@@ -338,10 +339,18 @@ int ps_run(int argc, char **argv) {
         }
     } else if (p->is_server) {
         server_run_ssp(&r, report);
-        r.steps_run = r.steps > r.start_step ? r.steps - r.start_step : 0;
-        if (cfg.ckpt_dir[0] && r.start_step < r.steps) ckpt_collect_and_write(&r, r.steps);
+        r.steps_run = r.ssp_steps_done - r.start_step;
+        if (r.ssp_steps_done < r.steps) {
+            stopped = 1;
+            if (rank == 0)
+                printf("stopped after step %lld of %lld on a signal (SSP: every worker completed that many "
+                       "iterations); resume with --resume auto\n", (long long)r.ssp_steps_done, (long long)r.steps);
+        }
+        /* under SSP the only checkpoint is the one at the end (or at a stop) */
+        if (cfg.ckpt_dir[0] && r.start_step < r.steps) ckpt_collect_and_write(&r, r.ssp_steps_done);
     } else {
         worker_run_ssp(&r);
+        stopped = ps_signal_seen();
     }
     double wall = now_s() - t0;
     summary(&r, wall, bytes_at_start);

@@ -215,6 +215,7 @@ void server_run_ssp(ps_state *r, void (*report)(ps_state *r, int64_t step, doubl
     for (int w = 0; w < p->W; w++) widx[p->worker_ranks[w]] = w;
     pending_pull *pend = xmalloc(sizeof(pending_pull) * (size_t)p->W);
     int npend = 0;
+    int *left = xcalloc((size_t)p->W, sizeof(int)); /* workers that stopped on a signal */
     /* per-iteration loss, kept for the coordinator's line when the slowest worker finishes it */
     int ring = c->staleness + 2;
     double *ring_loss = xcalloc((size_t)ring, sizeof(double));
@@ -243,9 +244,15 @@ void server_run_ssp(ps_state *r, void (*report)(ps_state *r, int64_t step, doubl
             Lora__Pull *m = wire_unpack_pull(buf, len, from, &e);
             free(buf);
             if (!m) ps_abort(p, 4, "%s", e.msg);
-            pend[npend].worker = from;
-            pend[npend].clock = (int64_t)m->clock;
-            npend++;
+            if (m->leave) {
+                /* it stops: its remaining iterations will not come, and it holds nobody back */
+                if (!left[w]) total -= r->steps - clock[w];
+                left[w] = 1;
+            } else {
+                pend[npend].worker = from;
+                pend[npend].clock = (int64_t)m->clock;
+                npend++;
+            }
             lora__pull__free_unpacked(m, NULL);
         } else if (tag == TAG_PUSH) {
             Lora__Push *m = wire_unpack_push(buf, len, from, p->n_params, &e);
@@ -291,8 +298,10 @@ void server_run_ssp(ps_state *r, void (*report)(ps_state *r, int64_t step, doubl
             clock[w]++;
             done_pushes++;
             lora__push__free_unpacked(m, NULL);
-            int64_t mc = clock[0];
-            for (int k = 1; k < p->W; k++) mc = clock[k] < mc ? clock[k] : mc;
+            int64_t mc = INT64_MAX;
+            for (int k = 0; k < p->W; k++)
+                if (!left[k] && clock[k] < mc) mc = clock[k];
+            if (mc == INT64_MAX) mc = min_clock; /* everyone left */
             while (min_clock < mc) { /* the slowest worker finished iteration min_clock */
                 int slot = (int)(min_clock % ring);
                 r->step_loss = ring_tok[slot] ? ring_loss[slot] / (double)ring_tok[slot] : 0;
@@ -311,16 +320,18 @@ void server_run_ssp(ps_state *r, void (*report)(ps_state *r, int64_t step, doubl
             free(buf);
             ps_abort(p, 4, "rank %d sent an unexpected message (tag %d) to shard %d under SSP", from, tag, p->rank);
         }
-        /* answer the pulls that the staleness bound now allows */
+        /* answer the pulls that the staleness bound now allows; after a signal, answer every pull at
+         * once with DONE: the workers stop and say so */
+        int stopping = ps_signal_seen();
         for (int i = 0; i < npend;) {
-            if (pend[i].clock - min_clock <= c->staleness) {
+            if (stopping || pend[i].clock - min_clock <= c->staleness) {
                 if (nout == cap) {
                     PS_MPI(MPI_Waitall(nout, req, MPI_STATUSES_IGNORE));
                     for (int k = 0; k < nout; k++) free(bufs[k]);
                     nout = 0;
                 }
                 size_t l;
-                bufs[nout] = pack_update(r, pend[i].clock, LORA__STATUS__CONTINUE, &l);
+                bufs[nout] = pack_update(r, pend[i].clock, stopping ? LORA__STATUS__DONE : LORA__STATUS__CONTINUE, &l);
                 ps_isend(p, bufs[nout], l, pend[i].worker, TAG_UPDATE, &req[nout]);
                 nout++;
                 pend[i] = pend[--npend];
@@ -332,7 +343,12 @@ void server_run_ssp(ps_state *r, void (*report)(ps_state *r, int64_t step, doubl
     for (int k = 0; k < nout; k++) free(bufs[k]);
     free(req);
     free(bufs);
+    /* where a resume starts: every worker has pushed at least this many iterations */
+    int64_t done = INT64_MAX;
+    for (int k = 0; k < p->W; k++) done = clock[k] < done ? clock[k] : done;
+    r->ssp_steps_done = p->W ? done : r->steps;
     free(clock);
+    free(left);
     free(widx);
     free(pend);
     free(ring_loss);

@@ -109,6 +109,7 @@ typedef struct {
     /* checkpoints and resume */
     int64_t start_step;        /* first step of this run (0, or the checkpoint's) */
     int64_t steps_run;         /* steps this process took part in */
+    int64_t ssp_steps_done;    /* SSP shards: iterations every worker completed when the loop ended */
     int stop_after, ckpt_after;/* decided by rank 0 for the current step, known to every shard */
     double last_ckpt_time;
     int64_t tokens_seen;

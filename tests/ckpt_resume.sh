@@ -189,6 +189,29 @@ for how in TERM-ranks USR1-mpirun; do
     fi
 done
 
+# SSP: a signal stops every worker at its next pull; the shards checkpoint the iteration all of them
+# completed; resuming finishes the run (SSP is not bitwise, so only completion is checked)
+dir="$TMPD/ssp-sig"
+mpi_bg 4 "${CFG[@]}" --set system.staleness=1 --set train.steps=20000 --set train.log_every=100 \
+    --set checkpoint.dir="$dir" >"$dir.log" 2>&1
+if wait_for "$dir.log" "^step *300/"; then
+    kill -USR1 $job
+    wait $job
+    rc=$?
+    stop=$(sed -n 's/^stopped after step \([0-9]*\) of.*/\1/p' "$dir.log")
+    if [ $rc -eq 0 ] && [ -n "$stop" ] && [ -f "$dir/step_$(printf %08d "$stop").h5" ] &&
+        mpi 4 "${CFG[@]}" --set system.staleness=1 --set train.steps=$((stop + 50)) --set checkpoint.dir="$dir" \
+            --resume auto >"$dir-resume.log" 2>&1 && grep -q "resume: .*step $stop of" "$dir-resume.log" &&
+        [ -f "$dir/step_$(printf %08d $((stop + 50))).h5" ]; then
+        pass "SSP: SIGUSR1 stopped the run after step $stop with a checkpoint; the resumed run finished"
+    else
+        fail "SSP signal: exit $rc, stop '$stop': $(tail -3 "$dir.log") / $(tail -3 "$dir-resume.log" 2>/dev/null)"
+    fi
+else
+    fail "SSP signal: the run did not reach step 300"
+    kill -9 $job
+fi
+
 # export and merge from a checkpoint
 "$LORA" export --checkpoint "$last" --out "$TMPD/exported" >/dev/null &&
     r=$("$LORA" compare "$TMPD/straight-adapter" "$TMPD/exported") && pass "export to peft: $r" || fail "export: $r"

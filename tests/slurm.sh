@@ -13,8 +13,12 @@
 #     itself, starts again, resumes and ends bitwise equal to the uninterrupted run;
 #  c. scontrol requeue from outside (an admin, preemption), with each launcher:
 #     the job comes back, resumes from the newest checkpoint, ends bitwise equal;
-#  d. a run that fails: the job ends FAILED with the run's exit status, not requeued.
-# Needs root (the daemons) and apt (the packages, installed if missing).
+#  d. a run that fails: the job ends FAILED with the run's exit status, not requeued;
+#  e. only with SLURM_TEST_TIMELIMIT=1 (3 more minutes): a real time limit, --time=1
+#     with --signal=B:USR1@55 (Slurm sends it on its own 30-s tick, 5 to 35 s into
+#     each start): the job stops, requeues itself until done, and ends bitwise
+#     equal to an uninterrupted run.
+# Needs root (the daemons) and apt (the packages, installed if missing). About 70 s.
 # usage: tests/slurm.sh [BUILD_DIR]
 set -u
 . "$(dirname "$0")/lib.sh"
@@ -44,7 +48,7 @@ pass "local Slurm up in $SD: $(sinfo -h -o '%P %D node(s) %c CPUs %t' | head -1)
 "$LORA" tokens --vocab 320 --count 30000 --seed 5 --out "$TMPD/tiny.tok" >/dev/null || exit 1
 STEPS=1200
 NP=3
-ARGS=(--set data.train="$TMPD/tiny.tok" --set train.steps=$STEPS --set data.grad_accum=16 --set train.log_every=100
+ARGS=(--set data.train="$TMPD/tiny.tok" --set train.steps="$STEPS" --set data.grad_accum=16 --set train.log_every=100
     --set checkpoint.every_steps=100 --set checkpoint.keep=3)
 
 # the uninterrupted run, outside Slurm
@@ -52,15 +56,16 @@ mpi $NP --config tests/ps-tiny.ini "${ARGS[@]}" --set checkpoint.dir="$TMPD/ref"
     >"$TMPD/ref.log" 2>&1 || { tail "$TMPD/ref.log"; exit 1; }
 
 # submit NAME LAUNCHER [lora_worker args...]: submits cluster/lora.sbatch as a user
-# would (none of lib.sh's Open MPI settings: the script must find its own);
-# prints the job id
+# would (none of lib.sh's Open MPI settings: the script must find its own), with
+# the sbatch options in SBOPTS; prints the job id
+SBOPTS=(--time=10)
 submit() {
     local name=$1 launcher=$2
     shift 2
     env -u OMPI_ALLOW_RUN_AS_ROOT -u OMPI_ALLOW_RUN_AS_ROOT_CONFIRM -u OMPI_MCA_mpi_yield_when_idle \
         -u OMPI_MCA_rmaps_base_oversubscribe \
         CONFIG=tests/ps-tiny.ini RUN_DIR="$TMPD/$name" LAUNCHER="$launcher" LORA_WORKER="$WORKER" MPIRUN_TERM_GRACE=3 \
-        sbatch --parsable --job-name="$name" --nodes=1 --ntasks-per-node=$NP --time=10 \
+        sbatch --parsable --job-name="$name" --nodes=1 --ntasks-per-node=$NP "${SBOPTS[@]}" \
         --output="$TMPD/$name-%j.out" cluster/lora.sbatch "${ARGS[@]}" "$@"
 }
 field() { scontrol -o show job "$1" 2>/dev/null | tr ' ' '\n' | sed -n "s/^$2=//p"; } # field JOB KEY
@@ -185,5 +190,31 @@ if job=$(submit $name srun --set model.path="$TMPD/no-such-model") && wait_end "
     fi
 else
     fail "a failing run: the job did not end"
+fi
+if [ "${SLURM_TEST_TIMELIMIT:-0}" = 1 ]; then
+    # e. the real thing: Slurm's own warning before a one-minute limit; a run of
+    # about 50 s of work, so at least one warning comes before it is done
+    ARGS=(--set data.train="$TMPD/tiny.tok" --set train.steps=20000 --set data.grad_accum=16 --set train.log_every=1000
+        --set checkpoint.every_steps=1000 --set checkpoint.keep=3)
+    mpi $NP --config tests/ps-tiny.ini "${ARGS[@]}" --set train.out_dir="$TMPD/tl-ref-adapter" >"$TMPD/tl-ref.log" 2>&1 ||
+        { tail "$TMPD/tl-ref.log"; exit 1; }
+    name=timelimit
+    SBOPTS=(--time=1 --signal=B:USR1@55)
+    job=$(submit $name srun)
+    out="$TMPD/$name-$job.out"
+    for _ in $(seq 1 3000); do # up to 10 minutes
+        case "$(field "$job" JobState)" in COMPLETED | FAILED | CANCELLED | TIMEOUT | NODE_FAIL) break ;; esac
+        sleep 0.2
+    done
+    st=$(field "$job" JobState)
+    rs=$(field "$job" Restarts)
+    stops=$(sed -n 's/^stopped after step \([0-9]*\) of.*/\1/p' "$out" | tr '\n' ' ')
+    froms=$(sed -n 's/^resume: .*step_0*\([0-9]*\)\.h5: step.*/\1/p' "$out" | tr '\n' ' ')
+    if [ "$st" = COMPLETED ] && [ "$rs" -ge 1 ] && [ "$stops" = "$froms" ] &&
+        [ "$(starts "$out" "$job")" = $((rs + 1)) ] && r=$("$LORA" compare "$TMPD/tl-ref-adapter" "$TMPD/$name/adapter"); then
+        pass "real time limit (--time=1, --signal=B:USR1@55): $rs warning(s), stopped at steps $stops, requeued, resumed each time; $r"
+    else
+        fail "real time limit: job $job $st after $rs requeue(s), stops '$stops', resumes '$froms': $(tail -4 "$out")"
+    fi
 fi
 finish

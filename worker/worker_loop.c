@@ -136,22 +136,33 @@ void worker_run_ssp(ps_state *r) {
     int *have_prev = xcalloc((size_t)p->S, sizeof(int));
     uint8_t **bufs = xcalloc((size_t)p->S, sizeof(uint8_t *));
     MPI_Request *reqs = xmalloc(sizeof(MPI_Request) * (size_t)p->S);
+    int leave = 0, told = 0; /* told: a shard answered DONE (it saw a signal) */
     for (int64_t c = r->start_step; c < r->steps; c++) {
+        leave = ps_signal_seen() || told;
         for (int s = 0; s < p->S; s++) {
             Lora__Pull m = LORA__PULL__INIT;
             m.wire_version = WIRE_VERSION;
             m.worker = (uint32_t)p->rank;
             m.clock = (uint64_t)c;
+            m.leave = leave;
             size_t len;
             bufs[s] = wire_pack(&m.base, &len);
             ps_isend(p, bufs[s], len, s, TAG_PULL, &reqs[s]);
         }
-        for (int s = 0; s < p->S; s++) {
+        int done = 0;
+        for (int s = 0; s < p->S && !leave; s++) {
             int st;
             ver[s] = recv_shard_update(r, s, pulled, -1, &st);
+            done |= st == LORA__STATUS__DONE;
         }
         PS_MPI(MPI_Waitall(p->S, reqs, MPI_STATUSES_IGNORE));
         for (int s = 0; s < p->S; s++) free(bufs[s]);
+        if (leave) break;
+        if (done) { /* a shard saw a signal: say that this worker leaves, at the same clock */
+            told = 1;
+            c--;
+            continue;
+        }
         for (int s = 0; s < p->S; s++) {
             uint64_t lo = p->lo[s], hi = p->hi[s];
             if (have_prev[s] && ver[s] > prev_ver[s]) {

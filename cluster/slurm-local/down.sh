@@ -2,7 +2,7 @@
 # Stops the single-node Slurm that up.sh started in DIR: cancels (SIGKILL) the
 # jobs still there, then stops slurmd, slurmctld and munged by the pids up.sh
 # recorded (SIGTERM, SIGKILL after 10 s), and any slurmstepd or job process of
-# this instance left behind (found by the DIR in its environment).
+# this instance left behind (found by SLURM_CONF=DIR/slurm.conf in its environment).
 # Idempotent: nothing running is not an error. DIR itself is left in place.
 set -u
 DIR=${1:?usage: down.sh DIR}
@@ -29,18 +29,25 @@ if [ -f "$CONF" ] && alive_pid "$ctld"; then
     fi
 fi
 
-# processes this instance started that outlived their job: slurmstepd (it has
-# SLURM_LOCAL_DIR=DIR) and job tasks (SLURM_JOB_ID and SLURM_CONF=DIR/slurm.conf)
+# processes of this instance that outlived their job: slurmstepd and job tasks
+# (both have SLURM_CONF=DIR/slurm.conf in their environment, slurmstepd from
+# slurmd, tasks from the job; tasks also SLURM_JOB_ID)
 strays() {
-    local d pid env_of
+    local d pid env_of cmd mine=" " a=$$
+    while [ -n "$a" ] && [ "$a" != 0 ]; do # this script and its callers are not strays
+        mine="$mine$a "
+        a=$(awk '/^PPid:/ { print $2 }' "/proc/$a/status" 2>/dev/null)
+    done
     for d in /proc/[0-9]*; do
         pid=${d#/proc/}
-        [ "$pid" = $$ ] && continue
+        case "$mine" in *" $pid "*) continue ;; esac
         env_of=$({ tr '\0' '\n' <"$d/environ"; } 2>/dev/null) || continue
-        if grep -qx "SLURM_LOCAL_DIR=$DIR" <<<"$env_of" ||
-            { grep -q "^SLURM_JOB_ID=" <<<"$env_of" && grep -qx "SLURM_CONF=$CONF" <<<"$env_of"; }; then
-            echo "$pid"
-        fi
+        grep -qx "SLURM_CONF=$CONF" <<<"$env_of" || continue
+        cmd=$(tr '\0' ' ' <"$d/cmdline" 2>/dev/null)
+        case "$cmd" in
+        slurmstepd*) echo "$pid" ;;
+        *) grep -q "^SLURM_JOB_ID=" <<<"$env_of" && echo "$pid" ;;
+        esac
     done
 }
 
@@ -58,13 +65,15 @@ stop() { # stop PID...: SIGTERM, then SIGKILL what is left after 10 s
     say "killed (SIGKILL) pids:$left"
 }
 
+# shellcheck disable=SC2046 # (empty when not running)
 stop $(pid_of slurmd) $(pid_of slurmctld)
-left=$(strays | grep -vx "$(pid_of munged)")
+left=$(strays | grep -vx "$(pid_of munged)" | tr '\n' ' ')
 if [ -n "$left" ]; then
     # shellcheck disable=SC2086
     kill -KILL $left 2>/dev/null
-    say "killed stray processes of $DIR: $(echo $left)"
+    say "killed stray processes of $DIR: $left"
 fi
+# shellcheck disable=SC2046
 stop $(pid_of munged)
 rm -f "$DIR/pids/"*.pid "$DIR/munge/munge.socket" "$DIR/munge/munge.socket.lock"
 exit 0

@@ -47,9 +47,18 @@ if [ -n "$missing" ]; then
     say "installing:$missing"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >&2 || die "apt-get update failed"
-    # the packages' postinst scripts try to start the services: a policy-rc.d
-    # (if the machine has none) keeps them from it; we start our own below
-    apt-get install -y -qq --no-install-recommends $missing >&2 || die "apt-get install$missing failed"
+    # the packages' postinst scripts would start the system's munged, slurmctld
+    # and slurmd (on machines without systemd, through invoke-rc.d): a
+    # policy-rc.d that says no, for the time of the install, keeps them from it
+    policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && policy=1
+    fi
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $missing >&2
+    st=$?
+    [ -n "$policy" ] && rm -f /usr/sbin/policy-rc.d
+    [ $st = 0 ] || die "apt-get install$missing failed"
 fi
 
 mkdir -p "$DIR" || die "cannot create $DIR"
@@ -58,7 +67,7 @@ CONF="$DIR/slurm.conf"
 export SLURM_CONF="$CONF"
 
 alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
-node_idle() { sinfo -h -N -o '%t' 2>/dev/null | grep -qE '^(idle|mix|alloc)'; }
+node_idle() { sinfo -h -N -o '%t' 2>/dev/null | grep -qE '^(idle|mix|alloc)$'; }
 
 if alive "$DIR/pids/munged.pid" && alive "$DIR/pids/slurmctld.pid" && alive "$DIR/pids/slurmd.pid" && node_idle; then
     say "already up in $DIR"
@@ -137,13 +146,11 @@ EOF
 
 tail_log() { [ -f "$1" ] && { say "--- last lines of $1:"; tail -n 20 "$1" >&2; }; }
 # the daemons run in the foreground (-D, -F) in their own session, in the
-# background of this script: their pids are $! (written to DIR/pids/). They
-# carry SLURM_LOCAL_DIR=DIR in their environment (slurmd hands it on to the
-# slurmstepd processes it starts), which lets down.sh find stray step daemons.
+# background of this script: their pids are $! (written to DIR/pids/)
 start() { # start PIDFILE LOG cmd...
     local pidf=$1 log=$2
     shift 2
-    SLURM_LOCAL_DIR="$DIR" setsid "$@" </dev/null >>"$log" 2>&1 &
+    setsid "$@" </dev/null >>"$log" 2>&1 &
     echo $! >"$pidf"
 }
 
@@ -168,7 +175,7 @@ start "$DIR/pids/slurmctld.pid" "$DIR/log/slurmctld.out" slurmctld -D -c -f "$CO
 start "$DIR/pids/slurmd.pid" "$DIR/log/slurmd.out" slurmd -D -f "$CONF"
 for _ in $(seq 1 300); do
     node_idle && break
-    alive "$DIR/pids/slurmctld.pid" && alive "$DIR/pids/slurmd.pid" || break
+    { alive "$DIR/pids/slurmctld.pid" && alive "$DIR/pids/slurmd.pid"; } || break
     sleep 0.1
 done
 if ! node_idle; then
