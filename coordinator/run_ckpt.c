@@ -28,7 +28,7 @@
 /* ---------------------------------------------------------------- signals */
 
 static volatile sig_atomic_t signals_seen;
-static volatile time_t first_signal_at;
+static volatile long long first_signal_ms; /* written once, by the first signal's handler */
 
 /* A launcher may deliver one request twice (mpirun forwards it, and a batch
  * system may signal the whole process group): repeats within a second count as
@@ -36,12 +36,13 @@ static volatile time_t first_signal_at;
 static void on_signal(int sig) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts); /* async-signal-safe */
+    long long ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
     if (!signals_seen) {
         signals_seen = 1;
-        first_signal_at = ts.tv_sec;
+        first_signal_ms = ms;
         return;
     }
-    if (ts.tv_sec - first_signal_at >= 1) {
+    if (ms - first_signal_ms >= 1000) {
         static const char msg[] = "lora_worker: second signal: exiting now without a checkpoint\n";
         ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
         (void)w;
