@@ -90,6 +90,27 @@ for trial in 1 2 3; do
     fi
 done
 
+# every M seconds (no every_steps): checkpoints appear on the clock as well
+dir="$TMPD/seconds"
+mpi $NP "${CFG[@]}" --set checkpoint.every_steps=0 --set checkpoint.every_seconds=0.2 --set checkpoint.keep=0 \
+    --set train.steps=1200 --set checkpoint.dir="$dir" >"$dir.log" 2>&1
+n=$(ls "$dir"/step_*.h5 2>/dev/null | wc -l)
+[ "$n" -ge 3 ] && pass "checkpoint.every_seconds = 0.2: $n checkpoints over the run (the last at step 1200)" ||
+    fail "checkpoint.every_seconds = 0.2: $n checkpoints: $(tail -2 "$dir.log")"
+
+# resuming with another learning rate (allowed, reported) and with another rank count (reported: not bitwise)
+dir="$TMPD/changed"
+mkdir -p "$dir"
+cp "$TMPD/straight/step_00000360.h5" "$dir/"
+mpi 4 "${CFG[@]}" --set optim.lr=1e-3 --set checkpoint.dir="$dir" --resume auto >"$dir.log" 2>&1
+if grep -q "resume: config changed since the checkpoint: \[optim\] lr = 0.005 -> 0.001" "$dir.log" &&
+    grep -q "was written by a run of 3 ranks, this one has 4: it continues from global sample 11520" "$dir.log" &&
+    grep -q "step   400/400" "$dir.log"; then
+    pass "resume with lr 1e-3 and 4 ranks: both reported, the run continued from global sample 11520 and finished"
+else
+    fail "resume with changes: $(grep resume "$dir.log" | head -3)"
+fi
+
 # a checkpoint writer killed half way: the previous checkpoint is used
 dir="$TMPD/halfwrite"
 mpi $NP "${CFG[@]}" --set train.steps=40 --set optim.schedule=constant --set checkpoint.dir="$dir" >/dev/null 2>&1 ||

@@ -243,6 +243,62 @@ static void test_peft_roundtrip(void) {
     gpt2_free(&m);
 }
 
+/* The hub's gpt2 files have no "transformer." prefix: the same weights under
+ * either naming give the same model. */
+static void test_unprefixed_keys(void) {
+    struct lerr e;
+    char src[512];
+    snprintf(src, sizeof src, "%s/base", tu_fixture("gpt2-tiny"));
+    gpt2 a, b;
+    int ok = gpt2_open(&a, src, &e) == 0;
+    CHECK(ok, "open fixture: %s", e.msg);
+    if (!ok) return;
+    char dir[] = "/tmp/lora-test-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    int n = st_count(a.st);
+    st_entry *ent = calloc((size_t)n, sizeof(st_entry));
+    float **vals = calloc((size_t)n, sizeof(float *));
+    for (int i = 0; i < n; i++) {
+        const st_tensor *t = st_at(a.st, i);
+        vals[i] = malloc(sizeof(float) * (size_t)t->numel);
+        st_to_f32(vals[i], t, &e);
+        ent[i].name = strncmp(t->name, "transformer.", 12) ? t->name : t->name + 12;
+        ent[i].dtype = ST_F32;
+        ent[i].ndim = t->ndim;
+        memcpy(ent[i].shape, t->shape, sizeof t->shape);
+        ent[i].data = vals[i];
+    }
+    char path[600], cmd[1400];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    CHECK(st_write(path, ent, n, NULL, 0, &e) == 0, "write: %s", e.msg);
+    snprintf(cmd, sizeof cmd, "cp %s/config.json %s/", src, dir);
+    CHECK(system(cmd) == 0, "copy config");
+    ok = gpt2_open(&b, dir, &e) == 0;
+    CHECK(ok, "open unprefixed: %s", e.msg);
+    if (ok) {
+        CHECK(st_find(b.st, "wte.weight") && !st_find(b.st, "transformer.wte.weight"), "keys without prefix");
+        int32_t tok[8] = {1, 5, 9, 3, 2, 8, 30, 36}, tg[8];
+        gpt2_targets_from_labels(tg, tok, 1, 8);
+        gpt2_acts *s = gpt2_acts_create(&a, NULL, 1, 8);
+        long nv = 8L * a.cfg.vocab_size;
+        float *l1 = malloc(sizeof(float) * nv);
+        int64_t nt;
+        gpt2_forward(&a, NULL, s, tok, tg, 1, 8, 0, 0, NULL, &nt);
+        memcpy(l1, gpt2_logits(s), sizeof(float) * nv);
+        gpt2_forward(&b, NULL, s, tok, tg, 1, 8, 0, 0, NULL, &nt);
+        CHECK(!memcmp(l1, gpt2_logits(s), sizeof(float) * nv), "the same logits with and without the prefix");
+        free(l1);
+        gpt2_acts_free(s);
+        gpt2_free(&b);
+    }
+    for (int i = 0; i < n; i++) free(vals[i]);
+    free(vals);
+    free(ent);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0, "cleanup");
+    gpt2_free(&a);
+}
+
 static void test_loader_errors(void) {
     struct lerr e;
     gpt2 m;
@@ -294,5 +350,6 @@ int main(void) {
     test_lora_errors();
     test_peft_roundtrip();
     test_loader_errors();
+    test_unprefixed_keys();
     return tu_end("test_gpt2");
 }

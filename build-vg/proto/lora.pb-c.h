@@ -77,10 +77,14 @@ struct  Lora__Hello
    * pages only this rank uses
    */
   uint64_t private_bytes;
+  /*
+   * world rank of the first rank of this rank's node (MPI_COMM_TYPE_SHARED)
+   */
+  uint32_t node_leader;
 };
 #define LORA__HELLO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lora__hello__descriptor) \
-    , 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0 }
+    , 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0, 0 }
 
 
 /*
@@ -137,10 +141,14 @@ struct  Lora__Pull
    * the iteration the worker is about to compute
    */
   uint64_t clock;
+  /*
+   * the worker stops (a signal): it will push no more
+   */
+  protobuf_c_boolean leave;
 };
 #define LORA__PULL__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lora__pull__descriptor) \
-    , 0, 0, 0 }
+    , 0, 0, 0, 0 }
 
 
 /*
