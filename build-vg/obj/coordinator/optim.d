@@ -1,2 +1,0 @@
-build-vg/obj/coordinator/optim.o: coordinator/optim.c include/optim.h
-include/optim.h:
