@@ -49,7 +49,7 @@ LIB      := $(BUILD)/liblora.a
 TOOLS    := $(patsubst tools/%.c,$(BUILD)/bin/%,$(wildcard tools/*.c))
 TESTS    := $(patsubst tests/%.c,$(BUILD)/bin/%,$(wildcard tests/test_*.c))
 
-.PHONY: all deps demo test unit parity bench bench-net clean valgrind slurm-test
+.PHONY: all deps demo test parity bench bench-net clean valgrind slurm-test
 .SECONDARY:
 all: $(LIB) $(TOOLS) $(TESTS)
 
@@ -91,14 +91,12 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	scripts/demo.sh
 
-unit: all
-	scripts/run_unit.sh $(BUILD)
-
 parity: all
 	$(BUILD)/bin/lora parity $(FIXTURE)
 
-# The whole suite: unit tests, parity, bad inputs, convergence; then the same
-# unit tests, parity and bad inputs again under ASan+UBSan.
+# The whole suite (scripts/run_tests.sh): unit tests, parity, bad inputs, the
+# parameter server, checkpoints, multi-host, convergence; then all but the
+# convergence run again under ASan+UBSan; then the unit tests under valgrind.
 test: deps
 	@$(MAKE) --no-print-directory all
 	scripts/run_tests.sh build
