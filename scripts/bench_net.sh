@@ -21,28 +21,9 @@ HOSTS="$(pwd)/cluster/netns/hosts.sh"
 [ "$(id -u)" = 0 ] || { echo "bench_net.sh: needs root (network namespaces, tc)"; exit 1; }
 [ -x "$B/bin/lora_worker" ] || { echo "bench_net.sh: no $B/bin/lora_worker (make all)"; exit 1; }
 
-MODEL=$B/bench-gpt2-124m
-[ -f "$MODEL/model.safetensors" ] || "$B/bin/lora" init-model --preset gpt2-124m --out "$MODEL" || exit 1
-[ -f "$B/bench-tokens.bin" ] || "$B/bin/lora" tokens --vocab 50257 --count 200000 --out "$B/bench-tokens.bin" || exit 1
-# the same run as scripts/bench_ps.sh's
-cat >"$B/bench-net.ini" <<INI
-[model]
-path = $MODEL
-[lora]
-r = 8
-alpha = 16
-targets = c_attn
-[data]
-train = $B/bench-tokens.bin
-seq_len = 128
-batch_size = 8
-[optim]
-lr = 1e-4
-[train]
-steps = $STEPS
-log_every = 1
-threads = 1
-INI
+. "$(dirname "$0")/bench_lib.sh"
+bench_setup || exit 1
+BENCH_ARGS+=(--set train.steps="$STEPS" --set train.threads=1)
 
 NAME=lbn$$
 trap '"$HOSTS" down "$NAME"' EXIT
@@ -99,11 +80,7 @@ run_mode() {
     local tx0 rx0 tx1 rx1
     tx0=$(($(tx_of "$H1") + $(tx_of "$H2"))) rx0=$(($(rx_of "$H1") + $(rx_of "$H2")))
     if ! timeout 900 "$HOSTS" mpirun "$NAME" --host 10.77.0.1:1,10.77.0.2:1 -np 2 "$(pwd)/$B/bin/lora_worker" \
-        --config "$B/bench-net.ini" --set train.metrics="$metrics" "${extra[@]}" >"$log" 2>&1; then
-        if [ "$mode" = full ] && grep -q "full_finetune" "$log" && grep -qi "unknown key" "$log"; then
-            echo "  full fine-tuning mode: not available in this build"
-            return 2
-        fi
+        "${BENCH_ARGS[@]}" --set train.metrics="$metrics" "${extra[@]}" >"$log" 2>&1; then
         echo "  $mode: lora_worker failed ($log):"
         tail -5 "$log" | sed 's/^/    /'
         return 1

@@ -12,26 +12,8 @@ B=${1:-build}
 JSON=${2:-$B/bench.json}
 NS=${BENCH_PS_RANKS:-1 2 4 8}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_mpi_yield_when_idle=1
-MODEL=$B/bench-gpt2-124m
-[ -f "$MODEL/model.safetensors" ] || "$B/bin/lora" init-model --preset gpt2-124m --out "$MODEL"
-[ -f "$B/bench-tokens.bin" ] || "$B/bin/lora" tokens --vocab 50257 --count 200000 --out "$B/bench-tokens.bin"
-cat >"$B/bench-ps.ini" <<INI
-[model]
-path = $MODEL
-[lora]
-r = 8
-alpha = 16
-targets = c_attn
-[data]
-train = $B/bench-tokens.bin
-seq_len = 128
-batch_size = 8
-[optim]
-lr = 1e-4
-[train]
-steps = 3
-log_every = 1
-INI
+. "$(dirname "$0")/bench_lib.sh"
+bench_setup || exit 1
 printf '\nparameter server (GPT-2 124M random, LoRA r=8 on c_attn, 8 x 128 tokens per step, 1 server):\n'
 printf '  %-6s %12s %14s %16s %12s\n' ranks ms/step "comm share" "bytes/step" "vs full FT"
 rows=""
@@ -39,7 +21,7 @@ for n in $NS; do
     threads=1
     [ "$n" = 1 ] && threads=0
     rm -f "$B/bench-ps-$n.jsonl"
-    mpirun --oversubscribe --bind-to none -np "$n" "$B/bin/lora_worker" --config "$B/bench-ps.ini" \
+    mpirun --oversubscribe --bind-to none -np "$n" "$B/bin/lora_worker" "${BENCH_ARGS[@]}" \
         --set train.threads=$threads --set train.metrics="$B/bench-ps-$n.jsonl" >"$B/bench-ps-$n.log" 2>&1 ||
         { echo "bench_ps: N=$n failed:"; tail -5 "$B/bench-ps-$n.log"; exit 1; }
     s=$(grep '"summary"' "$B/bench-ps-$n.jsonl")
