@@ -373,6 +373,8 @@ int ps_run(int argc, char **argv) {
     if (rank == 0 && prog.metrics) fclose(prog.metrics);
     if (p->is_server) server_free(&r);
     free(r.grad);
+    free(r.push_req);
+    free(r.push_buf);
     free(r.peer_bytes);
     free(r.m_step);
     free(r.m_loss);

@@ -11,27 +11,23 @@
 #include "ps.h"
 #include "wire.h"
 
-static MPI_Request *upd_req;
-static uint8_t *upd_buf;
-static int n_upd;
-
 void server_init(ps_state *r) {
     ps_ctx *p = &r->p;
     size_t n = p->hi[p->rank] - p->lo[p->rank];
     r->gsum = xalloc_aligned((n ? n : 1) * sizeof(float));
     r->m = xalloc_aligned((n ? n : 1) * sizeof(float));
     r->v = xalloc_aligned((n ? n : 1) * sizeof(float));
-    upd_req = xmalloc(sizeof(MPI_Request) * (size_t)p->size);
+    r->upd_req = xmalloc(sizeof(MPI_Request) * (size_t)p->size);
 }
 
 void server_free(ps_state *r) {
     free(r->gsum);
     free(r->m);
     free(r->v);
-    free(upd_req);
-    free(upd_buf);
-    upd_buf = NULL;
-    upd_req = NULL;
+    free(r->upd_req);
+    free(r->upd_buf);
+    r->upd_buf = NULL;
+    r->upd_req = NULL;
 }
 
 /* Packs this shard's current values as an Update. */
@@ -59,11 +55,11 @@ static uint8_t *pack_update(ps_state *r, int64_t step, int status, size_t *len) 
 }
 
 void server_finish_step(ps_state *r) {
-    if (!n_upd) return;
-    PS_MPI(MPI_Waitall(n_upd, upd_req, MPI_STATUSES_IGNORE));
-    free(upd_buf);
-    upd_buf = NULL;
-    n_upd = 0;
+    if (!r->n_upd) return;
+    PS_MPI(MPI_Waitall(r->n_upd, r->upd_req, MPI_STATUSES_IGNORE));
+    free(r->upd_buf);
+    r->upd_buf = NULL;
+    r->n_upd = 0;
 }
 
 static int nonfinite(const float *x, size_t n) {
@@ -148,9 +144,9 @@ static Lora__Push *recv_push(ps_state *r, int src, int64_t step) {
 static void send_updates(ps_state *r, int64_t step, int status) {
     ps_ctx *p = &r->p;
     size_t len;
-    upd_buf = pack_update(r, step, status, &len);
-    for (int w = 0; w < p->W; w++) ps_isend(p, upd_buf, len, p->worker_ranks[w], TAG_UPDATE, &upd_req[w]);
-    n_upd = p->W;
+    r->upd_buf = pack_update(r, step, status, &len);
+    for (int w = 0; w < p->W; w++) ps_isend(p, r->upd_buf, len, p->worker_ranks[w], TAG_UPDATE, &r->upd_req[w]);
+    r->n_upd = p->W;
 }
 
 void server_step_bsp(ps_state *r, int64_t step) {

@@ -93,6 +93,13 @@ typedef struct {
     train_ctx t;               /* model, adapter values (t.ad.w), data, workspace */
     int64_t steps, G;          /* optimizer steps, samples per step */
     float *grad;               /* worker: (n_params) summed gradient */
+    /* sends in flight (their buffers live until the requests complete) */
+    MPI_Request *push_req;     /* worker: (S) this step's pushes */
+    uint8_t **push_buf;
+    int n_push;
+    MPI_Request *upd_req;      /* server: (size) this step's updates, one shared buffer */
+    uint8_t *upd_buf;
+    int n_upd;
     /* server shard: its range of the optimizer state */
     float *gsum, *m, *v;       /* (hi - lo) */
     int64_t opt_t;             /* AdamW steps applied */

@@ -10,11 +10,6 @@
 #include "ps.h"
 #include "wire.h"
 
-/* In-flight pushes of the current step: buffers live until the sends complete. */
-static MPI_Request *push_req;
-static uint8_t **push_buf;
-static int n_push;
-
 void worker_push(ps_state *r, int64_t step, uint64_t clock_version) {
     ps_ctx *p = &r->p;
     train_ctx *t = &r->t;
@@ -26,9 +21,9 @@ void worker_push(ps_state *r, int64_t step, uint64_t clock_version) {
     double loss = cnt > 0 ? train_grad(t, g0, cnt, r->grad, &ntok) : 0.0;
     tc = now_s() - tc;
     if (p->hook_nan_step == step) r->grad[n / 2] = NAN; /* test hook: a gradient the server must catch */
-    if (!push_req) {
-        push_req = xmalloc(sizeof(MPI_Request) * (size_t)p->S);
-        push_buf = xcalloc((size_t)p->S, sizeof(uint8_t *));
+    if (!r->push_req) {
+        r->push_req = xmalloc(sizeof(MPI_Request) * (size_t)p->S);
+        r->push_buf = xcalloc((size_t)p->S, sizeof(uint8_t *));
     }
     int dtype = t->cfg.grad_dtype;
     size_t ds = wire_dtype_size(dtype);
@@ -53,23 +48,22 @@ void worker_push(ps_state *r, int64_t step, uint64_t clock_version) {
         m.bytes_received = p->bytes_recv;
         m.compute_seconds = tc;
         size_t len;
-        push_buf[s] = wire_pack(&m.base, &len);
+        r->push_buf[s] = wire_pack(&m.base, &len);
         free(payload);
-        if (p->hook_corrupt_step == step && len > 16) push_buf[s][len / 2] ^= 0x5a; /* test hook: a byte flipped on the wire */
-        ps_isend(p, push_buf[s], len, s, TAG_PUSH, &push_req[s]);
+        if (p->hook_corrupt_step == step && len > 16) r->push_buf[s][len / 2] ^= 0x5a; /* test hook: a byte flipped on the wire */
+        ps_isend(p, r->push_buf[s], len, s, TAG_PUSH, &r->push_req[s]);
     }
-    n_push = p->S;
+    r->n_push = p->S;
 }
 
 void worker_finish_step(ps_state *r) {
-    if (!n_push) return;
-    PS_MPI(MPI_Waitall(n_push, push_req, MPI_STATUSES_IGNORE));
-    for (int s = 0; s < n_push; s++) {
-        free(push_buf[s]);
-        push_buf[s] = NULL;
+    if (!r->n_push) return;
+    PS_MPI(MPI_Waitall(r->n_push, r->push_req, MPI_STATUSES_IGNORE));
+    for (int s = 0; s < r->n_push; s++) {
+        free(r->push_buf[s]);
+        r->push_buf[s] = NULL;
     }
-    n_push = 0;
-    (void)r;
+    r->n_push = 0;
 }
 
 /* One Update from shard s, checked (range, step when step >= 0), decoded into
