@@ -605,6 +605,12 @@ double gpt2_forward(const gpt2 *m, const lora_adapter *a, gpt2_acts *s, const in
     int L = c->n_layer, C = c->n_embd, F = c->n_inner, V = c->vocab_size, H = c->n_head;
     int N = B * T;
     size_t NC = (size_t)N * C;
+    if (B > s->Bmax || T > s->Tmax || T > c->n_positions) {
+        /* a caller's bug, not bad input: the workspace would overflow */
+        fprintf(stderr, "gpt2_forward: batch %d x %d exceeds the workspace (%d x %d) or n_positions %d\n", B, T,
+                s->Bmax, s->Tmax, c->n_positions);
+        abort();
+    }
     s->B = B;
     s->T = T;
     s->train = train;
