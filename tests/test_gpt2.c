@@ -15,6 +15,8 @@
 #include "merge.h"
 #include "safetensors.h"
 #include "testutil.h"
+#include "util.h"
+#include <cJSON.h>
 
 static gpt2_config tiny_cfg(void) {
     gpt2_config c = {.n_layer = 2, .n_head = 2, .n_embd = 16, .n_inner = 64, .n_positions = 16,
@@ -299,6 +301,73 @@ static void test_unprefixed_keys(void) {
     gpt2_free(&a);
 }
 
+/* What we write is what peft writes: an adapter peft saved (the fixture's
+ * lora-trained), read and written back by us, has the same tensor names,
+ * dtypes, shapes and bytes, and a config with the same LoRA settings. */
+static void test_peft_conformance(void) {
+    struct lerr e;
+    char base[512], src[512];
+    snprintf(base, sizeof base, "%s/base", tu_fixture("gpt2-tiny"));
+    snprintf(src, sizeof src, "%s/lora-trained", tu_fixture("gpt2-tiny"));
+    gpt2 m;
+    lora_adapter a;
+    if (gpt2_open(&m, base, &e) || lora_load_peft(&a, src, m.sites, m.n_sites, &e)) {
+        CHECK(0, "load: %s", e.msg);
+        return;
+    }
+    char dir[] = "/tmp/lora-test-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    CHECK(lora_save_peft(&a, dir, "base", "CAUSAL_LM", 1, &e) == 0, "save: %s", e.msg);
+    char pa[600], pb[600];
+    snprintf(pa, sizeof pa, "%s/adapter_model.safetensors", src);
+    snprintf(pb, sizeof pb, "%s/adapter_model.safetensors", dir);
+    st_file *fa = st_open(pa, &e), *fb = st_open(pb, &e);
+    CHECK(fa && fb, "open: %s", e.msg);
+    if (fa && fb) {
+        CHECK(st_count(fa) == st_count(fb), "tensor count %d vs peft's %d", st_count(fb), st_count(fa));
+        int same = 1;
+        for (int i = 0; i < st_count(fa); i++) {
+            const st_tensor *x = st_at(fa, i), *y = st_find(fb, x->name);
+            if (!y || y->dtype != x->dtype || y->ndim != x->ndim || memcmp(y->shape, x->shape, sizeof x->shape) ||
+                y->nbytes != x->nbytes || memcmp(y->data, x->data, x->nbytes)) {
+                same = 0;
+                fprintf(stderr, "  differs from peft's file: %s\n", x->name);
+            }
+        }
+        CHECK(same, "every tensor: peft's name, dtype, shape and bytes");
+        CHECK(st_meta(fb, "format") && !strcmp(st_meta(fb, "format"), "pt"), "__metadata__ format = pt, as peft");
+    }
+    st_close(fa);
+    st_close(fb);
+    lora_spec theirs, ours;
+    char ca[600], cb[600];
+    snprintf(ca, sizeof ca, "%s/adapter_config.json", src);
+    snprintf(cb, sizeof cb, "%s/adapter_config.json", dir);
+    CHECK(lora_read_peft_config(&theirs, ca, &e) == 0 && lora_read_peft_config(&ours, cb, &e) == 0, "configs: %s",
+          e.msg);
+    CHECK(theirs.r == ours.r && theirs.alpha == ours.alpha && theirs.rslora == ours.rslora &&
+              theirs.dropout == ours.dropout && theirs.n_targets == ours.n_targets,
+          "the same r, alpha, rsLoRA, dropout and targets as peft's config");
+    /* the fields peft reads beyond the spec: the same values as in peft's own file */
+    char *ta = read_text_file(ca, 1 << 20, &e), *tb = read_text_file(cb, 1 << 20, &e);
+    cJSON *ja = ta ? cJSON_Parse(ta) : NULL, *jb = tb ? cJSON_Parse(tb) : NULL;
+    static const char *keys[] = {"peft_type", "task_type", "fan_in_fan_out", "bias", "use_dora", "use_rslora",
+                                 "inference_mode", "modules_to_save"};
+    for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) {
+        const cJSON *x = cJSON_GetObjectItemCaseSensitive(ja, keys[k]), *y = cJSON_GetObjectItemCaseSensitive(jb, keys[k]);
+        CHECK(x && y && cJSON_Compare(x, y, 1), "adapter_config.json \"%s\" as peft writes it", keys[k]);
+    }
+    cJSON_Delete(ja);
+    cJSON_Delete(jb);
+    free(ta);
+    free(tb);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0, "cleanup");
+    lora_free(&a);
+    gpt2_free(&m);
+}
+
 static void test_loader_errors(void) {
     struct lerr e;
     gpt2 m;
@@ -351,5 +420,6 @@ int main(void) {
     test_peft_roundtrip();
     test_loader_errors();
     test_unprefixed_keys();
+    test_peft_conformance();
     return tu_end("test_gpt2");
 }
