@@ -103,17 +103,9 @@ static void broadcast_init(ps_state *r) {
     uint64_t len = 0;
     uint8_t *buf = NULL;
     if (p->rank == 0) {
-        Lora__Update u = LORA__UPDATE__INIT;
-        u.wire_version = WIRE_VERSION;
-        u.dtype = LORA__DTYPE__F32;
-        u.step = (uint64_t)r->start_step;
-        u.adapter_version = r->version;
-        u.count = r->t.ad.n_params;
-        u.values.data = (uint8_t *)r->t.ad.w;
-        u.values.len = r->t.ad.n_params * 4;
-        u.checksum = wire_checksum(u.values.data, u.values.len);
         size_t l;
-        buf = wire_pack(&u.base, &l);
+        buf = wire_pack_update(r->t.ad.w, 0, r->t.ad.n_params, LORA__DTYPE__F32, r->version,
+                               (uint64_t)r->start_step, LORA__STATUS__CONTINUE, &l);
         len = l;
     }
     PS_MPI(MPI_Bcast(&len, 1, MPI_UINT64_T, 0, p->comm)); /* collective */
@@ -192,18 +184,10 @@ static void gather_final(ps_state *r) {
     ps_ctx *p = &r->p;
     if (p->size == p->S) return; /* every rank, rank 0 included, is a worker and got every shard's last update */
     if (p->is_server && p->rank != 0) {
-        uint64_t lo = p->lo[p->rank], n = p->hi[p->rank] - lo;
-        Lora__Update u = LORA__UPDATE__INIT;
-        u.wire_version = WIRE_VERSION;
-        u.dtype = LORA__DTYPE__F32;
-        u.offset = lo;
-        u.count = n;
-        u.values.data = (uint8_t *)(r->t.ad.w + lo);
-        u.values.len = n * 4;
-        u.checksum = wire_checksum(u.values.data, u.values.len);
-        u.adapter_version = r->version;
+        uint64_t lo = p->lo[p->rank];
         size_t len;
-        uint8_t *buf = wire_pack(&u.base, &len);
+        uint8_t *buf = wire_pack_update(r->t.ad.w + lo, lo, p->hi[p->rank] - lo, LORA__DTYPE__F32, r->version, 0,
+                                        LORA__STATUS__DONE, &len);
         MPI_Request req;
         ps_isend(p, buf, len, 0, TAG_FINAL, &req);
         PS_MPI(MPI_Wait(&req, MPI_STATUS_IGNORE));

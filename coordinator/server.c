@@ -33,25 +33,9 @@ void server_free(ps_state *r) {
 /* Packs this shard's current values as an Update. */
 static uint8_t *pack_update(ps_state *r, int64_t step, int status, size_t *len) {
     ps_ctx *p = &r->p;
-    uint64_t lo = p->lo[p->rank], count = p->hi[p->rank] - lo;
-    int dtype = r->t.cfg.param_dtype;
-    size_t ds = wire_dtype_size(dtype);
-    uint8_t *vals = xmalloc(count * ds + 1);
-    wire_encode_floats(vals, r->t.ad.w + lo, count, dtype);
-    Lora__Update u = LORA__UPDATE__INIT;
-    u.wire_version = WIRE_VERSION;
-    u.adapter_version = r->version;
-    u.step = (uint64_t)step;
-    u.dtype = dtype;
-    u.offset = lo;
-    u.count = count;
-    u.values.data = vals;
-    u.values.len = count * ds;
-    u.checksum = wire_checksum(vals, count * ds);
-    u.status = status;
-    uint8_t *buf = wire_pack(&u.base, len);
-    free(vals);
-    return buf;
+    uint64_t lo = p->lo[p->rank];
+    return wire_pack_update(r->t.ad.w + lo, lo, p->hi[p->rank] - lo, r->t.cfg.param_dtype, r->version,
+                            (uint64_t)step, status, len);
 }
 
 void server_finish_step(ps_state *r) {

@@ -74,6 +74,32 @@ uint8_t *wire_pack(const ProtobufCMessage *m, size_t *len) {
     return buf;
 }
 
+uint8_t *wire_pack_update(const float *values, uint64_t offset, uint64_t count, int dtype, uint64_t version,
+                          uint64_t step, int status, size_t *len) {
+    size_t ds = wire_dtype_size(dtype);
+    uint8_t *conv = NULL;
+    Lora__Update u = LORA__UPDATE__INIT;
+    u.wire_version = WIRE_VERSION;
+    u.adapter_version = version;
+    u.step = step;
+    u.dtype = dtype;
+    u.offset = offset;
+    u.count = count;
+    u.status = status;
+    if (dtype == LORA__DTYPE__F32) {
+        u.values.data = (uint8_t *)values; /* packed as they are: no copy */
+    } else {
+        conv = xmalloc(count * ds + 1);
+        wire_encode_floats(conv, values, count, dtype);
+        u.values.data = conv;
+    }
+    u.values.len = count * ds;
+    u.checksum = wire_checksum(u.values.data, u.values.len);
+    uint8_t *buf = wire_pack(&u.base, len);
+    free(conv);
+    return buf;
+}
+
 uint64_t wire_checksum(const void *p, size_t n) { return hash64(p, n, 0x6c6f7261u); }
 
 static int check_version(uint32_t v, const char *kind, int from, struct lerr *e) {

@@ -30,6 +30,11 @@ void wire_encode_floats(void *dst, const float *src, size_t n, int dtype);
 /* dst = src converted to float, or added into dst when accumulate. */
 void wire_decode_floats(float *dst, const void *src, size_t n, int dtype, int accumulate);
 
+/* An Update carrying values[0..count) (the keys [offset, offset + count)),
+ * converted to dtype, with its checksum: one packed, malloc'd buffer. */
+uint8_t *wire_pack_update(const float *values, uint64_t offset, uint64_t count, int dtype, uint64_t version,
+                          uint64_t step, int status, size_t *len);
+
 /* Packs any message into a malloc'd buffer; *len its size. */
 uint8_t *wire_pack(const ProtobufCMessage *m, size_t *len);
 
