@@ -49,12 +49,16 @@ LIB      := $(BUILD)/liblora.a
 TOOLS    := $(patsubst tools/%.c,$(BUILD)/bin/%,$(wildcard tools/*.c))
 TESTS    := $(patsubst tests/%.c,$(BUILD)/bin/%,$(wildcard tests/test_*.c))
 
-.PHONY: all deps demo test parity bench bench-net clean valgrind slurm-test
+.PHONY: all deps test-deps demo test parity parity-random bench bench-net clean valgrind slurm-test
 .SECONDARY:
 all: $(LIB) $(TOOLS) $(TESTS)
 
 deps:
 	@scripts/install-deps.sh
+
+# The tests also need python3 with venv for the reference environment (tests/ref/).
+test-deps:
+	@LORA_EXTRA_PKGS="python3 python3-venv" scripts/install-deps.sh
 
 $(BUILD)/proto/%.pb-c.c $(BUILD)/proto/%.pb-c.h: proto/%.proto
 	@mkdir -p $(BUILD)/proto
@@ -94,15 +98,28 @@ demo: deps
 parity: all
 	$(BUILD)/bin/lora parity $(FIXTURE)
 
-# The whole suite (scripts/run_tests.sh): unit tests, parity, bad inputs, the
-# parameter server, checkpoints, multi-host, convergence; then all but the
-# convergence run again under ASan+UBSan; then the unit tests under valgrind.
-test: deps
+# The whole suite (scripts/run_tests.sh): unit tests, parity, the checks against
+# the live HF reference environment (tests/ref/, installed on first use), bad
+# inputs, the parameter server, checkpoints, multi-host, convergence; then all
+# but the convergence run again under ASan+UBSan; then the unit tests under
+# valgrind. With LORA_NO_REF=1 the reference checks are listed as not run and
+# make test fails at the end, after everything else ran.
+test: test-deps
 	@$(MAKE) --no-print-directory all
 	scripts/run_tests.sh build
 	@$(MAKE) --no-print-directory SAN=1 all
 	scripts/run_tests.sh build-san --quick
 	@$(MAKE) --no-print-directory valgrind
+	@if cat build/not-run.txt build-san/not-run.txt 2>/dev/null | grep -q .; then \
+	    echo "make test: these checks were not run (LORA_NO_REF=1), so the suite did not pass:"; \
+	    sort -u build/not-run.txt build-san/not-run.txt 2>/dev/null | sed 's/^/  /'; exit 1; fi
+
+# Random-shape parity against fixtures HF + peft make on the spot
+# (tests/ref/make_fixture.py): make parity-random N=200 FAMILY=gpt2 [SEEDS=1,2,3]
+N      ?= 20
+FAMILY ?= gpt2
+parity-random: test-deps all
+	@py=$$(tests/ref/setup.sh) && LORA_REF_PY=$$py tests/ref_parity.sh $(BUILD) $(FAMILY) $(N) $(SEEDS)
 
 # The unit tests and the parity check under valgrind (memcheck, leaks), from a
 # build without AVX-512 (valgrind 3.19 cannot decode it).
@@ -117,7 +134,7 @@ bench: all
 
 # cluster/lora.sbatch on a real single-node Slurm from Debian's packages (root;
 # installs slurmctld slurmd slurm-client munge with apt-get if missing). About 80 s.
-slurm-test: deps
+slurm-test: test-deps
 	@$(MAKE) --no-print-directory all
 	tests/slurm.sh $(BUILD)
 

@@ -31,6 +31,9 @@ static int usage(void) {
             "  lora merge  --model HF_DIR --adapter PEFT_DIR --out DIR\n"
             "  lora merge  --checkpoint FILE.h5 [--model HF_DIR] --out DIR\n"
             "  lora export --checkpoint FILE.h5 [--model HF_DIR] --out PEFT_DIR\n"
+            "  lora logits --model HF_DIR [--adapter PEFT_DIR | --checkpoint FILE.h5] --input BATCH.safetensors\n"
+            "              [--out FILE.safetensors]\n"
+            "              (forward on input_ids (B, T) [and labels]: writes logits and loss, prints the loss)\n"
             "  lora compare ADAPTER_A ADAPTER_B [--tol REL]   (no --tol: must be bitwise equal)\n"
             "  lora show FILE.safetensors TENSOR   (prints the values, one per line)\n"
             "  lora tokens --vocab V --count N [--seed S] --out FILE   (synthetic token file for tests)\n"
@@ -363,6 +366,93 @@ static int cmd_merge(int argc, char **argv) {
     return rc ? 1 : 0;
 }
 
+/* Forward of the model (+ adapter) on one batch: input_ids (B, T) and
+ * optional labels (B, T; -100 = no loss) from a safetensors file; writes
+ * logits (B, T, V) and loss (1) as F32, prints the loss. What the reference
+ * tests compare against HF (tests/ref/). */
+static int cmd_logits(int argc, char **argv) {
+    const char *model = NULL, *adapter = NULL, *input = NULL, *out = NULL, *ckpt = NULL;
+    for (int i = 0; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--model")) model = argv[i + 1];
+        else if (!strcmp(argv[i], "--adapter")) adapter = argv[i + 1];
+        else if (!strcmp(argv[i], "--checkpoint")) ckpt = argv[i + 1];
+        else if (!strcmp(argv[i], "--input")) input = argv[i + 1];
+        else if (!strcmp(argv[i], "--out")) out = argv[i + 1];
+        else return usage();
+    }
+    if ((!model && !ckpt) || !input || argc % 2 || (adapter && ckpt)) return usage();
+    struct lerr e = {{0}};
+    gpt2 m = {0};
+    lora_adapter a = {0};
+    st_file *in = NULL;
+    gpt2_acts *s = NULL;
+    int32_t *ids = NULL, *labels = NULL, *targets = NULL;
+    int rc = 1, have_adapter = 0;
+    if (ckpt) { /* the adapter as the HDF5 reader gives it, not through peft's files */
+        if (open_checkpoint(ckpt, model, &m, &a, &e)) goto done;
+        have_adapter = 1;
+    } else {
+        if (gpt2_open(&m, model, &e)) goto done;
+        if (adapter) {
+            if (lora_load_peft(&a, adapter, m.sites, m.n_sites, &e)) goto done;
+            have_adapter = 1;
+        }
+    }
+    if (!(in = st_open(input, &e))) goto done;
+    const st_tensor *ti = st_find(in, "input_ids"), *tl = st_find(in, "labels");
+    if (!ti || ti->ndim != 2 || ti->shape[0] < 1 || ti->shape[1] < 1) {
+        lerr_set(&e, "%s: needs a tensor input_ids of shape (B, T)", input);
+        goto done;
+    }
+    int64_t B = ti->shape[0], T = ti->shape[1];
+    if (T > m.cfg.n_positions || B > 4096) {
+        lerr_set(&e, "%s: input_ids is (%lld, %lld); T must be <= n_positions %d and B <= 4096", input, (long long)B,
+                 (long long)T, m.cfg.n_positions);
+        goto done;
+    }
+    if (tl && (tl->ndim != 2 || tl->shape[0] != B || tl->shape[1] != T)) {
+        lerr_set(&e, "%s: labels must have input_ids' shape (%lld, %lld)", input, (long long)B, (long long)T);
+        goto done;
+    }
+    ids = xmalloc(sizeof(int32_t) * (size_t)(B * T));
+    targets = xmalloc(sizeof(int32_t) * (size_t)(B * T));
+    if (st_to_i32(ids, ti, &e)) goto done;
+    if (tl) {
+        labels = xmalloc(sizeof(int32_t) * (size_t)(B * T));
+        if (st_to_i32(labels, tl, &e)) goto done;
+    }
+    for (int64_t i = 0; i < B * T; i++)
+        if (ids[i] < 0 || ids[i] >= m.cfg.vocab_size) {
+            lerr_set(&e, "%s: input_ids[%lld] = %d is outside the vocabulary (%d)", input, (long long)i, ids[i],
+                     m.cfg.vocab_size);
+            goto done;
+        }
+    gpt2_targets_from_labels(targets, labels ? labels : ids, (int)B, (int)T);
+    s = gpt2_acts_create(&m, have_adapter ? &a : NULL, (int)B, (int)T);
+    int64_t n = 0;
+    double sum = gpt2_forward(&m, have_adapter ? &a : NULL, s, ids, targets, (int)B, (int)T, 0, 0, NULL, &n);
+    float loss = n ? (float)(sum / (double)n) : 0.0f;
+    if (out) {
+        st_entry ent[2] = {{"logits", ST_F32, 3, {B, T, m.cfg.vocab_size}, gpt2_logits(s)},
+                           {"loss", ST_F32, 1, {1}, &loss}};
+        const char *meta[] = {"format", "pt"};
+        if (st_write(out, ent, 2, meta, 1, &e)) goto done;
+    }
+    printf("loss %.9g over %lld targets (B=%lld T=%lld%s)\n", loss, (long long)n, (long long)B, (long long)T,
+           have_adapter ? ", with the adapter" : ", base model");
+    rc = 0;
+done:
+    if (rc) fprintf(stderr, "lora logits: %s\n", e.msg);
+    gpt2_acts_free(s);
+    free(ids);
+    free(labels);
+    free(targets);
+    st_close(in);
+    if (have_adapter) lora_free(&a);
+    gpt2_free(&m);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     blas_env_setup(argv);
     if (argc < 2) return usage();
@@ -374,6 +464,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "init-model")) return cmd_init_model(argc - 2, argv + 2);
     if (!strcmp(cmd, "export")) return cmd_export(argc - 2, argv + 2);
     if (!strcmp(cmd, "show")) return cmd_show(argc - 2, argv + 2);
+    if (!strcmp(cmd, "logits")) return cmd_logits(argc - 2, argv + 2);
     if (!strcmp(cmd, "train")) return trainer_main(argc - 2, argv + 2, 0);
     if (!strcmp(cmd, "eval")) return trainer_main(argc - 2, argv + 2, 1);
     return usage();

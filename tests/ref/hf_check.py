@@ -1,0 +1,380 @@
+#!/usr/bin/env python3
+"""The HF side of the round trips (tests/ref_roundtrip.sh): HF transformers +
+peft load what lora-ps writes and compute the same numbers, and peft trains an
+adapter that lora-ps must load. Every subcommand exits 1 when a comparison
+fails, printing what differed, and 0 when all passed.
+
+  hf_check.py batch MODEL_DIR SEED B T OUT.safetensors
+        a random batch (input_ids, labels) for the model's vocabulary
+  hf_check.py peft-load BASE_DIR ADAPTER_DIR BATCH OURS.safetensors [--tol 1e-4]
+        PeftModel.from_pretrained loads our adapter with no missing or unexpected
+        keys and no warnings about them; its logits and loss equal ours
+  hf_check.py hf-load MODEL_DIR BATCH OURS.safetensors [--tol 1e-4]
+        AutoModelForCausalLM.from_pretrained loads our merged model with no
+        missing or unexpected keys; its logits and loss equal ours
+  hf_check.py peft-train BASE_DIR OUT_ADAPTER BATCH OUT_REF.safetensors SEED
+        peft trains an adapter (5 AdamW steps on random batches), save_pretrained;
+        writes peft's logits and loss on BATCH
+  hf_check.py tokens VOCAB COUNT SEED OUT.bin
+        random token ids in a token file of llm.c's format (which lora-ps reads)
+  hf_check.py peft-eval BASE_DIR ADAPTER_DIR TOKENS.bin SEQ_LEN N_WINDOWS
+        prints "peft val loss X": the mean loss over the windows `lora eval` takes
+  hf_check.py compare OURS.safetensors REF.safetensors [--tol 1e-4]
+        logits and loss of two files (relative error: ||a - b|| / ||b||)
+  hf_check.py h5-checkpoint CKPT.h5 ADAPTER_DIR
+        an independent reader of docs/checkpoint-format.md: every documented
+        object and attribute with its type, and the adapter values equal to the
+        exported peft adapter's
+"""
+import io
+import json
+import logging
+import os
+import sys
+import warnings
+
+import numpy as np
+import torch
+
+TOL = 1e-4
+
+
+def rel_err(a, b):
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        return float("inf")
+    nb = np.linalg.norm(b)
+    d = np.linalg.norm(a - b)
+    return float(d / nb) if nb > 0 else float(d)
+
+
+class Report:
+    """Checks of one subcommand; quiet: print the failures only, and the count."""
+
+    def __init__(self, what, quiet=False):
+        self.what, self.failed, self.n, self.quiet = what, 0, 0, quiet
+
+    def check(self, name, ok, detail=""):
+        self.n += 1
+        if not ok:
+            self.failed += 1
+        if not ok or not self.quiet:
+            print(f"{'ok  ' if ok else 'FAIL'} {name}{': ' + detail if detail else ''}")
+
+    def close(self):
+        print(f"{self.what}: {self.n - self.failed}/{self.n} checks passed")
+        return 1 if self.failed else 0
+
+
+def load_st(path):
+    from safetensors.torch import load_file
+    return load_file(path)
+
+
+def forward(model, batch):
+    with torch.no_grad():
+        out = model(input_ids=batch["input_ids"], labels=batch["labels"])
+    return out.logits.float(), out.loss.float()
+
+
+class Captured:
+    """Every warning and every log record of transformers/peft while loading."""
+
+    def __enter__(self):
+        self.buf = io.StringIO()
+        self.handler = logging.StreamHandler(self.buf)
+        self.handler.setLevel(logging.WARNING)
+        self.loggers = [logging.getLogger(n) for n in ("transformers", "peft")]
+        for lg in self.loggers:
+            lg.addHandler(self.handler)
+        self.cw = warnings.catch_warnings(record=True)
+        self.records = self.cw.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc):
+        self.cw.__exit__(*exc)
+        for lg in self.loggers:
+            lg.removeHandler(self.handler)
+
+    def messages(self):
+        return [str(w.message) for w in self.records] + [m for m in self.buf.getvalue().splitlines() if m.strip()]
+
+
+def key_complaints(msgs):
+    bad = ("missing", "unexpected", "not initialized", "newly initialized", "were not used")
+    return [m for m in msgs if any(b in m.lower() for b in bad)]
+
+
+def compare_outputs(rp, name, logits, loss, ours, tol):
+    e = rel_err(ours["logits"].numpy(), logits.numpy())
+    rp.check(f"{name} logits equal ours", e <= tol, f"relative error {e:.3e} (tolerance {tol:g})")
+    e = rel_err(ours["loss"].numpy(), loss.reshape(1).numpy())
+    rp.check(f"{name} loss equals ours", e <= tol,
+             f"{loss.item():.7f} vs ours {ours['loss'].item():.7f}, relative error {e:.3e}")
+
+
+def cmd_batch(model_dir, seed, B, T, out):
+    from safetensors.torch import save_file
+    with open(f"{model_dir}/config.json") as f:
+        V = json.load(f)["vocab_size"]
+    g = torch.Generator().manual_seed(int(seed))
+    ids = torch.randint(0, V, (int(B), int(T)), generator=g)
+    save_file({"input_ids": ids, "labels": ids.clone()}, out)
+    return 0
+
+
+def cmd_peft_load(base, adapter, batch, ours, tol):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    rp = Report("peft loads our adapter")
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    with Captured() as cap:
+        pm = PeftModel.from_pretrained(model, adapter)
+    msgs = cap.messages()
+    complaints = key_complaints(msgs)
+    rp.check("PeftModel.from_pretrained without warnings about missing or unexpected keys", not complaints,
+             "; ".join(complaints)[:2000])
+    for m in msgs:
+        if m not in complaints:
+            print(f"     (other message while loading: {m[:300]})")
+    # every tensor of the file became a parameter, and every LoRA parameter came from the file
+    from safetensors.torch import load_file
+    saved = load_file(f"{adapter}/adapter_model.safetensors")
+    params = {n.replace(".default", ""): p for n, p in pm.named_parameters() if "lora_" in n}
+    missing = sorted(set(params) - set(saved))
+    extra = sorted(set(saved) - set(params))
+    rp.check("the file's tensors are exactly the model's LoRA parameters", not missing and not extra,
+             f"not in the file: {missing[:5]}, not in the model: {extra[:5]}")
+    worst = max((rel_err(params[k].detach().numpy(), saved[k].numpy()) for k in saved if k in params), default=0.0)
+    rp.check("loaded values equal the file's", worst == 0.0, f"worst relative difference {worst:.3e}")
+    pm.eval()
+    logits, loss = forward(pm, load_st(batch))
+    compare_outputs(rp, "peft", logits, loss, load_st(ours), tol)
+    return rp.close()
+
+
+def cmd_hf_load(model_dir, batch, ours, tol):
+    from transformers import AutoModelForCausalLM
+    rp = Report("transformers loads our merged model")
+    with Captured() as cap:
+        model, info = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, output_loading_info=True)
+    problems = {k: v for k, v in info.items() if v and k != "error_msgs" or (k == "error_msgs" and v)}
+    rp.check("from_pretrained: no missing, unexpected or mismatched keys", not problems, json.dumps(
+        {k: sorted(map(str, v))[:5] for k, v in problems.items()}))
+    complaints = key_complaints(cap.messages())
+    rp.check("no warnings about keys while loading", not complaints, "; ".join(complaints)[:2000])
+    model.eval()
+    logits, loss = forward(model, load_st(batch))
+    compare_outputs(rp, "transformers", logits, loss, load_st(ours), tol)
+    return rp.close()
+
+
+def write_llmc_tokens(path, ids):
+    """A token file in llm.c's format (magic 20240520, version 1, uint16 ids), which lora-ps reads."""
+    hdr = np.zeros(256, dtype=np.int32)
+    hdr[0], hdr[1], hdr[2] = 20240520, 1, len(ids)
+    with open(path, "wb") as f:
+        f.write(hdr.tobytes())
+        f.write(np.asarray(ids, dtype=np.uint16).tobytes())
+
+
+def val_offset(n_tokens, T, n_windows, i):
+    """data_val_offset of worker/data.c: windows spread evenly over the file."""
+    d = n_tokens - T
+    if n_windows <= 1 or d <= 0 or i <= 0:
+        return 0
+    w1 = n_windows - 1
+    q, r = divmod(d, w1)
+    return i * q + (i * r) // w1
+
+
+def read_llmc_tokens(path):
+    with open(path, "rb") as f:
+        hdr = np.frombuffer(f.read(1024), dtype=np.int32)
+        if hdr[0] != 20240520 or hdr[1] != 1:
+            raise SystemExit(f"{path}: not an llm.c uint16 token file")
+        return torch.from_numpy(np.frombuffer(f.read(), dtype=np.uint16).astype(np.int64))
+
+
+def cmd_tokens(V, n, seed, out):
+    g = torch.Generator().manual_seed(int(seed))
+    write_llmc_tokens(out, torch.randint(0, int(V), (int(n),), generator=g).tolist())
+    return 0
+
+
+def cmd_peft_eval(base, adapter, tokens, T, n_windows):
+    """The validation loss as `lora eval` defines it: mean over the targets of n_windows windows."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    T, n_windows = int(T), int(n_windows)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    pm = PeftModel.from_pretrained(model, adapter).eval()
+    val = read_llmc_tokens(tokens)
+    total = 0.0
+    with torch.no_grad():
+        for i in range(n_windows):
+            o = val_offset(len(val), T, n_windows, i)
+            w = val[o:o + T].unsqueeze(0)
+            total += pm(input_ids=w, labels=w).loss.double().item() * (T - 1)
+    print(f"peft val loss {total / (n_windows * (T - 1)):.7f} ({n_windows} windows of {T} tokens, {tokens})")
+    return 0
+
+
+def cmd_peft_train(base, out_adapter, batch, out_ref, seed):
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+    torch.manual_seed(int(seed))
+    g = torch.Generator().manual_seed(int(seed))
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    V, P = model.config.vocab_size, model.config.n_positions
+    cfg = LoraConfig(r=6, lora_alpha=12, target_modules=["c_attn", "c_fc"], lora_dropout=0.0, task_type="CAUSAL_LM")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pm = get_peft_model(model, cfg)
+    opt = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.01)
+    T = min(16, P)
+    for _ in range(5):
+        ids = torch.randint(0, V, (3, T), generator=g)
+        loss = pm(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    pm.save_pretrained(out_adapter)
+    pm.eval()
+    logits, loss = forward(pm, load_st(batch))
+    save_file({"logits": logits.contiguous(), "loss": loss.reshape(1).contiguous()}, out_ref)
+    return 0
+
+
+def cmd_compare(ours, ref, tol):
+    rp = Report("ours vs reference")
+    r = load_st(ref)
+    compare_outputs(rp, "reference", r["logits"], r["loss"].reshape(()), load_st(ours), tol)
+    return rp.close()
+
+
+def cmd_h5(ckpt, adapter):
+    import h5py
+    from safetensors.numpy import load_file
+    rp = Report("h5py reads the checkpoint (docs/checkpoint-format.md)", quiet=True)
+    f = h5py.File(ckpt, "r")
+
+    def attr(obj, name, kind):
+        a = obj.attrs.get(name)
+        if a is None:
+            rp.check(f"{obj.name} @{name}", False, "missing")
+            return None
+        if kind == "str":
+            ok = isinstance(a, (str, bytes))
+        else:
+            ok = isinstance(a, np.generic) and a.dtype == np.dtype(kind)
+        rp.check(f"{obj.name} @{name} is {kind}", ok, f"{type(a).__name__} {getattr(a, 'dtype', '')} = {a!r}"[:200])
+        return a.decode() if isinstance(a, bytes) else a
+
+    rp.check("format is lora-ps-checkpoint", attr(f, "format", "str") == "lora-ps-checkpoint")
+    rp.check("format_version is 1", attr(f, "format_version", "int32") == 1)
+    for n in ("step", "epoch", "tokens_seen"):
+        attr(f, n, "int64")
+    attr(f, "ranks", "int32")
+    attr(f, "created", "str")
+    attr(f, "project_version", "str")
+    cfgtext = f["config"][()]
+    rp.check("/config is a scalar string dataset holding the INI text",
+             f["config"].shape == () and b"[" in (cfgtext if isinstance(cfgtext, bytes) else cfgtext.encode()))
+    attr(f["base_model"], "path", "str")
+    attr(f["base_model"], "size", "uint64")
+    h = attr(f["base_model"], "hash", "str")
+    rp.check("/base_model @hash is 16 hex digits", h is not None and len(h) == 16 and all(c in "0123456789abcdef" for c in h.lower()))
+    ad = f["adapter"]
+    attr(ad, "target_modules", "str")
+    attr(ad, "target_regex", "int32")
+    attr(ad, "dropout", "float32")
+    opt = f["optimizer"]
+    rp.check("/optimizer @name is adamw", attr(opt, "name", "str") == "adamw")
+    attr(opt, "step", "int64")
+    for n in ("lr", "beta1", "beta2", "eps", "weight_decay"):
+        attr(opt, n, "float32")
+    sc = f["schedule"]
+    attr(sc, "kind", "str")
+    attr(sc, "lr", "float32")
+    for n in ("warmup_steps", "total_steps", "position"):
+        attr(sc, n, "int64")
+    attr(sc, "min_lr_ratio", "float32")
+    for n in ("init_seed", "data_seed", "dropout_seed"):
+        attr(f["rng"], n, "uint64")
+    da = f["data"]
+    for n in ("cursor", "epoch", "train_tokens"):
+        attr(da, n, "int64")
+    attr(da, "seq_len", "int32")
+    attr(da, "sampling", "str")
+    met = f["metrics"]
+    rp.check("/metrics/step is int64", met["step"].dtype == np.int64)
+    for n in ("loss", "lr", "tokens_per_s"):
+        rp.check(f"/metrics/{n} is float64 with step's length",
+                 met[n].dtype == np.float64 and met[n].shape == met["step"].shape)
+
+    peft = load_file(f"{adapter}/adapter_model.safetensors")
+    with open(f"{adapter}/adapter_config.json") as fh:
+        pcfg = json.load(fh)
+    mods = list(ad.keys())
+    rp.check("one /adapter group per module of the exported adapter",
+             sorted(m + s for m in mods for s in (".lora_A.weight", ".lora_B.weight")) == sorted(peft),
+             f"{len(mods)} groups, {len(peft)} peft tensors")
+    worst = 0.0
+    for m in mods:
+        g = ad[m]
+        r = attr(g, "r", "int32")
+        alpha = attr(g, "alpha", "float32")
+        scaling = attr(g, "scaling", "float32")
+        rp.check(f"{m}: r and alpha equal adapter_config.json's", r == pcfg["r"] and alpha == pcfg["lora_alpha"])
+        want = alpha / (np.sqrt(r) if pcfg.get("use_rslora") else r)
+        rp.check(f"{m}: scaling = alpha / {'sqrt(r)' if pcfg.get('use_rslora') else 'r'}",
+                 abs(float(scaling) - want) <= 1e-6 * abs(want))
+        for t in ("lora_A", "lora_B"):
+            x = g[t]
+            y = peft[f"{m}.{t}.weight"]
+            same = x.dtype == np.float32 and x.shape == y.shape and np.array_equal(x[...], y)
+            if not same:
+                worst = max(worst, rel_err(x[...], y) if x.shape == y.shape else float("inf"))
+            for tree in ("exp_avg", "exp_avg_sq"):
+                o = opt[tree][m][t]
+                if o.shape != x.shape or o.dtype != np.float32:
+                    rp.check(f"/optimizer/{tree}/{m}/{t} has the adapter's shape", False, f"{o.shape} vs {x.shape}")
+            rp.check(f"{m}/{t} ({x.shape[0]}x{x.shape[1]}) equals the exported peft tensor", same,
+                     "" if same else f"relative difference {worst:.3e}")
+    return rp.close()
+
+
+def main(argv):
+    args = [a for a in argv[1:]]
+    tol = TOL
+    if "--tol" in args:
+        i = args.index("--tol")
+        tol = float(args[i + 1])
+        del args[i:i + 2]
+    if not args:
+        sys.stderr.write(__doc__)
+        return 2
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    cmd, rest = args[0], args[1:]
+    table = {
+        "batch": (5, lambda a: cmd_batch(*a)),
+        "peft-load": (4, lambda a: cmd_peft_load(*a, tol)),
+        "hf-load": (3, lambda a: cmd_hf_load(*a, tol)),
+        "peft-train": (5, lambda a: cmd_peft_train(*a)),
+        "tokens": (4, lambda a: cmd_tokens(*a)),
+        "peft-eval": (5, lambda a: cmd_peft_eval(*a)),
+        "compare": (2, lambda a: cmd_compare(*a, tol)),
+        "h5-checkpoint": (2, lambda a: cmd_h5(*a)),
+    }
+    if cmd not in table or len(rest) != table[cmd][0]:
+        sys.stderr.write(__doc__)
+        return 2
+    return table[cmd][1](rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

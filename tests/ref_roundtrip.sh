@@ -1,0 +1,112 @@
+#!/bin/bash
+# Round trips with the real HF stack (the reference environment, tests/ref/):
+#  - ours -> HF: an adapter trained by `lora train` on a fixture model is loaded by
+#    PeftModel.from_pretrained with no missing/unexpected keys and gives our logits and loss, and
+#    the validation loss the trainer computed in memory at its end (so a bug shared by our peft
+#    writer and reader cannot hide); the model `lora merge` writes is loaded by
+#    AutoModelForCausalLM.from_pretrained and gives our logits; the same on the demo's F16 model;
+#  - lora_worker (BSP, 2 workers) with checkpoints: the adapter `lora export --checkpoint` writes
+#    loads in peft and gives the logits we compute from the checkpoint through the HDF5 reader;
+#    h5py reads the checkpoint following only docs/checkpoint-format.md, and its adapter equals
+#    the exported one;
+#  - HF -> ours: an adapter peft trained (5 AdamW steps, save_pretrained) is loaded by
+#    `lora logits --adapter` and `lora eval --adapter`: our logits, loss and validation loss
+#    equal peft's.
+# usage: tests/ref_roundtrip.sh BUILD_DIR   (LORA_REF_PY: the reference environment's python)
+set -u
+. "$(dirname "$0")/lib.sh"
+PY=${LORA_REF_PY:?set LORA_REF_PY to the reference python (tests/ref/setup.sh prints it)}
+HF="$PY tests/ref/hf_check.py"
+export TRANSFORMERS_VERBOSITY=error HF_HUB_DISABLE_PROGRESS_BARS=1 HF_HUB_OFFLINE=1
+step() { # step NAME CMD...: runs CMD, its output indented; a failure is a FAIL named NAME
+    local name=$1
+    shift
+    if "$@" >"$TMPD/step.log" 2>&1; then
+        sed 's/^/     /' "$TMPD/step.log"
+        pass "$name"
+    else
+        sed 's/^/     /' "$TMPD/step.log"
+        fail "$name"
+    fi
+}
+
+same_loss() { # same_loss NAME OURS REF: OURS is printed with 4 decimals: within 1e-4 relative plus half a unit
+    if [ -n "$2" ] && [ -n "$3" ] &&
+        awk -v a="$2" -v b="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 1e-4 * b + 5e-5) }'; then
+        pass "$1: $2 vs $3"
+    else
+        fail "$1: '$2' vs '$3'"
+    fi
+}
+
+ours_to_hf() { # ours_to_hf TAG BASE TARGETS SEQ_LEN
+    local tag=$1 base=$2 targets=$3 T=$4 d="$TMPD/$1"
+    mkdir -p "$d"
+    local V
+    V=$(sed -n 's/^ *"vocab_size": *\([0-9]*\).*/\1/p' "$base/config.json")
+    "$LORA" tokens --vocab "$V" --count 20000 --seed 3 --out "$d/train.tok" >/dev/null || { fail "$tag: tokens"; return; }
+    $HF tokens "$V" 600 5 "$d/val.bin" || { fail "$tag: validation tokens"; return; }
+    step "$tag: lora train (3 steps, targets $targets) writes a peft adapter" \
+        "$LORA" train --config tests/ps-tiny.ini --set model.path="$base" --set data.train="$d/train.tok" \
+        --set data.val="$d/val.bin" --set data.val_windows=5 \
+        --set data.seq_len="$T" --set lora.targets="$targets" --set lora.r=6 --set lora.alpha=9 \
+        --set lora.rslora=true --set optim.lr=2e-2 --set train.steps=3 --set train.out_dir="$d/adapter"
+    local after
+    after=$(sed -n 's/^ *val loss after: \([0-9.]*\).*/\1/p' "$TMPD/step.log")
+    step "$tag: peft's validation loss with our adapter" $HF peft-eval "$base" "$d/adapter" "$d/val.bin" "$T" 5
+    same_loss "$tag: the trainer's in-memory validation loss equals peft's with the adapter it wrote" "$after" \
+        "$(sed -n 's/^ *peft val loss \([0-9.]*\).*/\1/p' "$TMPD/step.log")"
+    step "$tag: a random batch" $HF batch "$base" 11 3 "$T" "$d/batch.st"
+    step "$tag: lora logits with our adapter" \
+        "$LORA" logits --model "$base" --adapter "$d/adapter" --input "$d/batch.st" --out "$d/ours.st"
+    step "$tag: peft loads our adapter and gives our logits and loss" $HF peft-load "$base" "$d/adapter" \
+        "$d/batch.st" "$d/ours.st"
+    step "$tag: lora merge" "$LORA" merge --model "$base" --adapter "$d/adapter" --out "$d/merged"
+    step "$tag: lora logits of our merged model" \
+        "$LORA" logits --model "$d/merged" --input "$d/batch.st" --out "$d/ours-merged.st"
+    step "$tag: transformers loads our merged model and gives our logits and loss" $HF hf-load "$d/merged" \
+        "$d/batch.st" "$d/ours-merged.st"
+}
+
+ours_to_hf tiny tests/fixtures/gpt2-tiny/base "c_attn, c_proj, c_fc" 16
+ours_to_hf demo demo/tiny-gpt2-pydocs "c_attn, c_proj" 32
+# the demo model is stored F16: its merged model is F16 too, so it equals the
+# adapter's logits only to F16 rounding; the tiny fixture (F32) to float rounding
+step "tiny: our merged model's logits equal our adapter's" $HF compare "$TMPD/tiny/ours-merged.st" "$TMPD/tiny/ours.st"
+
+# lora_worker with checkpoints, export, and an independent reader of the checkpoint
+d="$TMPD/ps"
+mkdir -p "$d"
+"$LORA" tokens --vocab 320 --count 20000 --seed 4 --out "$d/train.tok" >/dev/null
+step "lora_worker (1 server, 2 workers, BSP) writes checkpoints and an adapter" \
+    mpi 3 --config tests/ps-tiny.ini --set data.train="$d/train.tok" --set train.steps=4 \
+    --set checkpoint.dir="$d/ckpt" --set checkpoint.every_steps=2 --set train.out_dir="$d/adapter"
+step "lora export --checkpoint" "$LORA" export --checkpoint "$d/ckpt/step_00000004.h5" --out "$d/exported"
+step "the exported adapter is the run's adapter, bitwise" "$LORA" compare "$d/exported" "$d/adapter"
+$HF batch tests/fixtures/gpt2-tiny/base 12 2 16 "$d/batch.st" >/dev/null
+step "lora logits from the checkpoint (the HDF5 reader)" "$LORA" logits --model tests/fixtures/gpt2-tiny/base \
+    --checkpoint "$d/ckpt/step_00000004.h5" --input "$d/batch.st" --out "$d/ours.st"
+step "peft loads the exported checkpoint adapter and gives our logits and loss" $HF peft-load \
+    tests/fixtures/gpt2-tiny/base "$d/exported" "$d/batch.st" "$d/ours.st"
+step "h5py reads the checkpoint as docs/checkpoint-format.md describes it" $HF h5-checkpoint \
+    "$d/ckpt/step_00000004.h5" "$d/exported"
+
+# peft -> ours
+d="$TMPD/peft"
+mkdir -p "$d"
+base=tests/fixtures/gpt2-tiny/base
+$HF batch "$base" 13 2 16 "$d/batch.st" >/dev/null
+$HF tokens 320 400 21 "$d/val.bin"
+step "peft trains an adapter (5 AdamW steps) and saves it" $HF peft-train "$base" "$d/adapter" "$d/batch.st" \
+    "$d/ref.st" 21
+step "lora logits loads peft's adapter" "$LORA" logits --model "$base" --adapter "$d/adapter" \
+    --input "$d/batch.st" --out "$d/ours.st"
+step "our logits and loss with peft's adapter equal peft's" $HF compare "$d/ours.st" "$d/ref.st"
+step "peft's validation loss with its adapter" $HF peft-eval "$base" "$d/adapter" "$d/val.bin" 16 7
+ref_val=$(sed -n 's/^ *peft val loss \([0-9.]*\).*/\1/p' "$TMPD/step.log")
+ev=$("$LORA" eval --config tests/ps-tiny.ini --set data.train="$TMPD/ps/train.tok" --set data.val="$d/val.bin" \
+    --set data.val_windows=7 --set data.seq_len=16 --set lora.r=6 --adapter "$d/adapter" 2>&1)
+echo "$ev" | sed 's/^/     /'
+same_loss "lora eval --adapter with peft's adapter: the validation loss equals peft's" \
+    "$(sed -n 's/^val loss \([0-9.]*\).*/\1/p' <<<"$ev")" "$ref_val"
+finish
