@@ -66,6 +66,7 @@ def build_gpt2(d, gen):
     return model, batches, "CAUSAL_LM"
 
 
+# family -> (draw(rng) -> dict with "model", "B", "T", "targets"; build(d, gen) -> (model, batches, task))
 FAMILIES = {"gpt2": (draw_gpt2, build_gpt2)}
 
 
@@ -103,8 +104,9 @@ def perturb_(model, gen):
 
 
 def peft_key(name):
-    """A PeftModel parameter name as peft saves it (no adapter name)."""
-    return name.replace(".default.", ".").replace(".default", "")
+    """A PeftModel parameter name as peft saves it: no adapter name, and a modules_to_save copy
+    (classifier.modules_to_save.default.weight) under the module's own name (classifier.weight)."""
+    return name.replace(".modules_to_save.default.", ".").replace(".default.", ".").replace(".default", "")
 
 
 def forward(model, batch):
