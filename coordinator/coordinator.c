@@ -34,14 +34,13 @@ static progress prog;
 /* Every rank sends rank 0 a Hello; rank 0 compares them with its own. */
 static void hello_check(ps_state *r) {
     ps_ctx *p = &r->p;
-    const st_file *st = r->t.model.st;
     char cfgtext[16384];
     int cl = rc_to_text(&r->t.cfg, cfgtext, sizeof cfgtext);
     Lora__Hello h = LORA__HELLO__INIT;
     h.wire_version = WIRE_VERSION;
     h.rank = (uint32_t)p->rank;
-    h.model_hash = r->model_hash = hash64(st_bytes(st), st_file_size(st), 0);
-    h.model_bytes = r->model_size = st_file_size(st);
+    h.model_hash = r->model_hash = model_content_hash(&r->t.model);
+    h.model_bytes = r->model_size = r->t.model.size;
     h.config_hash = hash64(cfgtext, (size_t)(cl < (int)sizeof cfgtext ? cl : (int)sizeof cfgtext), 0);
     h.n_params = r->t.ad.n_params;
     char host[256] = "";
@@ -251,7 +250,7 @@ int ps_run(int argc, char **argv) {
     }
     if (ps_init(&r.p, cfg.servers, &e)) ps_abort(&r.p, 1, "%s", e.msg);
     ps_ctx *p = &r.p;
-    gpt2_alloc shared = ps_node_alloc(p);
+    model_alloc shared = ps_node_alloc(p);
     if (train_ctx_open(&r.t, &cfg, &shared, &e)) ps_abort(p, 1, "%s", e.msg);
     ps_layout(p, r.t.ad.n_params);
     if (cfg.staleness > 0 && p->size == p->S)

@@ -197,3 +197,14 @@ void grad_scale(float *g, size_t n, float c) {
 #endif
     for (size_t i = 0; i < n; i++) g[i] *= c;
 }
+
+optim_outcome optim_update(const optim_policy *pol, float *p, float *m, float *v, float *g, size_t n, int finite,
+                           double norm, int64_t pos, int64_t *applied, float *lr_out) {
+    float lr = lr_at(&pol->sched, pos);
+    if (lr_out) *lr_out = lr;
+    if (!finite || !isfinite(norm)) return pol->nan_abort ? OPT_ABORT : OPT_SKIPPED;
+    float coef = clip_coef(norm, pol->grad_clip);
+    if (coef < 1.0f) grad_scale(g, n, coef);
+    adamw_step(p, m, v, g, n, ++*applied, lr, &pol->hp);
+    return OPT_APPLIED;
+}

@@ -83,7 +83,7 @@ void ps_layout(ps_ctx *p, uint64_t n_params) {
     }
 }
 
-/* The node's shared block for converted weights (gpt2_alloc callbacks). */
+/* The node's shared block for converted weights (model_alloc callbacks). */
 static float *shm_alloc(size_t bytes, void *ctx, int *fill) {
     ps_ctx *p = ctx;
     int nr;
@@ -104,8 +104,8 @@ static void shm_ready(void *ctx) {
     PS_MPI(MPI_Barrier(p->node)); /* collective over the node: the writer is done */
 }
 
-gpt2_alloc ps_node_alloc(ps_ctx *p) {
-    gpt2_alloc a = {shm_alloc, shm_ready, p};
+model_alloc ps_node_alloc(ps_ctx *p) {
+    model_alloc a = {shm_alloc, shm_ready, p};
     return a;
 }
 

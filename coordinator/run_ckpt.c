@@ -272,7 +272,7 @@ static int resume_check(ps_state *r, const char *path, struct lerr *e) {
     }
     lora_adapter other;
     struct lerr e2;
-    int same = lora_create(&other, &spec, r->t.model.sites, r->t.model.n_sites, 0, &e2) == 0;
+    int same = model_adapter_create(&other, &spec, &r->t.model, 0, &e2) == 0;
     int n_other = same ? other.n_mod : 0;
     same = same && other.n_mod == r->t.ad.n_mod;
     for (int i = 0; same && i < other.n_mod; i++) same = other.mod[i].site == r->t.ad.mod[i].site;

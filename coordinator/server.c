@@ -158,21 +158,18 @@ void server_step_bsp(ps_state *r, int64_t step) {
     r->step_tokens = ntok;
     r->step_norm = sqrt(sq);
     r->step_skipped = bad;
-    lr_schedule sched = {(sched_kind)c->schedule, c->lr, c->warmup_steps, r->steps, c->min_lr_ratio};
-    r->step_lr = lr_at(&sched, step);
-    if (bad) {
-        if (c->nan_policy)
-            ps_abort(p, 5, "step %lld: the aggregated gradient holds NaN or Inf ([system] nan_policy = abort)",
-                     (long long)step + 1);
-        if (p->rank == 0)
-            fprintf(stderr, "lora_worker: warning: step %lld: the aggregated gradient holds NaN or Inf; step skipped "
-                            "([system] nan_policy = skip)\n", (long long)step + 1);
-    } else {
-        float coef = clip_coef(sqrt(sq), c->grad_clip);
-        if (coef < 1.0f) grad_scale(r->gsum, n, coef);
-        adamw_step(r->t.ad.w + lo, r->m, r->v, r->gsum, n, ++r->opt_t, r->step_lr,
-                   &(adamw_hparams){c->beta1, c->beta2, c->eps, c->weight_decay});
-    }
+    optim_policy pol = {{c->beta1, c->beta2, c->eps, c->weight_decay},
+                        {(sched_kind)c->schedule, c->lr, c->warmup_steps, r->steps, c->min_lr_ratio},
+                        c->grad_clip,
+                        c->nan_policy};
+    optim_outcome oc = optim_update(&pol, r->t.ad.w + lo, r->m, r->v, r->gsum, n, !bad, sqrt(sq), step, &r->opt_t,
+                                    &r->step_lr);
+    if (oc == OPT_ABORT)
+        ps_abort(p, 5, "step %lld: the aggregated gradient holds NaN or Inf ([system] nan_policy = abort)",
+                 (long long)step + 1);
+    if (oc == OPT_SKIPPED && p->rank == 0)
+        fprintf(stderr, "lora_worker: warning: step %lld: the aggregated gradient holds NaN or Inf; step skipped "
+                        "([system] nan_policy = skip)\n", (long long)step + 1);
     r->version++;
     send_updates(r, step, step + 1 == r->steps || r->stop_after ? LORA__STATUS__DONE : LORA__STATUS__CONTINUE);
 }
@@ -204,8 +201,10 @@ void server_run_ssp(ps_state *r, void (*report)(ps_state *r, int64_t step, doubl
     int64_t min_clock = r->start_step, done_pushes = 0;
     int64_t total = r->steps > r->start_step ? (r->steps - r->start_step) * p->W : 0;
     double t_last = now_s();
-    lr_schedule sched = {(sched_kind)c->schedule, c->lr, c->warmup_steps, r->steps, c->min_lr_ratio};
-    adamw_hparams hp = {c->beta1, c->beta2, c->eps, c->weight_decay};
+    optim_policy pol = {{c->beta1, c->beta2, c->eps, c->weight_decay},
+                        {(sched_kind)c->schedule, c->lr, c->warmup_steps, r->steps, c->min_lr_ratio},
+                        c->grad_clip,
+                        c->nan_policy};
     int64_t acc_tok = 0;
     int acc_n = 0, acc_bad = 0;
     memset(r->gsum, 0, n * sizeof(float));
@@ -252,19 +251,16 @@ void server_run_ssp(ps_state *r, void (*report)(ps_state *r, int64_t step, doubl
             if (++acc_n == p->W) {
                 if (acc_tok) grad_scale(r->gsum, n, 1.0f / (float)acc_tok);
                 int bad = acc_bad || nonfinite(r->gsum, n);
-                if (bad) {
-                    if (c->nan_policy)
-                        ps_abort(p, 5, "shard %d: the gradient of update %lld holds NaN or Inf ([system] nan_policy = "
-                                 "abort)", p->rank, (long long)r->version + 1);
+                /* clipping on the shard's own slice: shards do not synchronize under SSP */
+                optim_outcome oc = optim_update(&pol, r->t.ad.w + lo, r->m, r->v, r->gsum, n, !bad,
+                                                bad ? 0.0 : sqrt(grad_sq_sum(r->gsum, n)), (int64_t)r->version,
+                                                &r->opt_t, NULL);
+                if (oc == OPT_ABORT)
+                    ps_abort(p, 5, "shard %d: the gradient of update %lld holds NaN or Inf ([system] nan_policy = "
+                             "abort)", p->rank, (long long)r->version + 1);
+                if (oc == OPT_SKIPPED)
                     fprintf(stderr, "lora_worker: warning: shard %d: the gradient of update %lld holds NaN or Inf; "
                                     "update skipped\n", p->rank, (long long)r->version + 1);
-                } else {
-                    /* clipping on the shard's own slice: shards do not synchronize under SSP */
-                    float coef = clip_coef(sqrt(grad_sq_sum(r->gsum, n)), c->grad_clip);
-                    if (coef < 1.0f) grad_scale(r->gsum, n, coef);
-                    adamw_step(r->t.ad.w + lo, r->m, r->v, r->gsum, n, ++r->opt_t,
-                               lr_at(&sched, (int64_t)r->version), &hp);
-                }
                 r->version++;
                 memset(r->gsum, 0, n * sizeof(float));
                 acc_tok = 0;
@@ -286,7 +282,7 @@ void server_run_ssp(ps_state *r, void (*report)(ps_state *r, int64_t step, doubl
                 int slot = (int)(min_clock % ring);
                 r->step_loss = ring_tok[slot] ? ring_loss[slot] / (double)ring_tok[slot] : 0;
                 r->step_tokens = ring_tok[slot];
-                r->step_lr = lr_at(&sched, min_clock);
+                r->step_lr = lr_at(&pol.sched, min_clock);
                 r->step_compute = ring_compute[slot];
                 ring_loss[slot] = 0;
                 ring_tok[slot] = 0;

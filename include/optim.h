@@ -55,4 +55,26 @@ float clip_coef(double total_norm, float max_norm);
 /* g[i] *= c */
 void grad_scale(float *g, size_t n, float c);
 
+/* ---- the step policy: ONE decision for the single-process trainer and the
+ * server shards (BSP and SSP), so that a skipped step leaves them equal. */
+typedef struct {
+    adamw_hparams hp;
+    lr_schedule sched;
+    float grad_clip;   /* max global norm (0: off) */
+    int nan_abort;     /* a non-finite gradient aborts instead of skipping */
+} optim_policy;
+
+typedef enum { OPT_APPLIED = 0, OPT_SKIPPED, OPT_ABORT } optim_outcome;
+
+/* One optimizer update of the slice p/m/v/g (n values) at schedule position
+ * `pos` (the step index, counting skipped steps, as HF's scheduler does),
+ * given whether the loss and gradient are finite and the gradient's global
+ * norm (over every shard). Non-finite: nothing changes, OPT_SKIPPED (or
+ * OPT_ABORT under nan_abort). Otherwise g is clipped to grad_clip and AdamW
+ * runs with step t = *applied + 1 (updates applied so far: a skipped step is
+ * one the optimizer never saw, as with torch's GradScaler), *applied is
+ * incremented, OPT_APPLIED. *lr_out (may be NULL) receives the step's lr. */
+optim_outcome optim_update(const optim_policy *pol, float *p, float *m, float *v, float *g, size_t n, int finite,
+                           double norm, int64_t pos, int64_t *applied, float *lr_out);
+
 #endif

@@ -71,7 +71,7 @@ int ps_init(ps_ctx *p, int servers, struct lerr *e);
 void ps_layout(ps_ctx *p, uint64_t n_params);
 /* An allocator that gives the ranks of a node one shared copy of the
  * converted base weights (MPI-3 shared window; see gpt2_open_shared). */
-gpt2_alloc ps_node_alloc(ps_ctx *p);
+model_alloc ps_node_alloc(ps_ctx *p);
 void ps_free(ps_ctx *p);
 
 /* Non-blocking send of len bytes (counted); buf must live until the request completes. */

@@ -64,6 +64,11 @@ int st_to_f32(float *out, const st_tensor *t, struct lerr *e);
 /* Converts an integer tensor (I64, I32, U16, U8) to int32 into out; -1 if a
  * value does not fit. */
 int st_to_i32(int32_t *out, const st_tensor *t, struct lerr *e);
+/* The integer tensor `key` of f checked to have shape (d0) (ndim 1) or (d0, d1),
+ * converted into *out (malloc'd). Returns 1 when read, 0 when f has no such
+ * tensor (*out = NULL), -1 with a message naming the file and key on a wrong
+ * shape or dtype. */
+int st_read_ints(const st_file *f, const char *key, int ndim, int64_t d0, int64_t d1, int32_t **out, struct lerr *e);
 
 /* Looks a tensor up and checks its shape: -1 with a message naming file,
  * tensor, expected and found shapes. ndim == -1 skips the check. */

@@ -10,26 +10,26 @@
 #include <stdint.h>
 
 #include "data.h"
-#include "gpt2.h"
 #include "lora.h"
+#include "model.h"
 #include "run_config.h"
 
 typedef struct {
     run_config cfg;
-    gpt2 model;
+    model model;
     lora_adapter ad;       /* the values a worker computes with */
     tok_file *train, *val; /* val may be NULL */
     data_order order;
-    gpt2_acts *acts;       /* acts_B x seq_len, made on first use */
+    model_ws *acts;        /* acts_B x seq_len, made on first use */
     int acts_B;
-    int32_t *tokens, *targets;
+    int32_t *tokens;
     int64_t *ids;
 } train_ctx;
 
 /* Loads the model (converted weights through al when not NULL, see
- * gpt2_open_shared), builds (and initializes, or loads from init_from) the
+ * model_open), builds (and initializes, or loads from init_from) the
  * adapter, opens the data. Errors name the file or config key. */
-int train_ctx_open(train_ctx *t, const run_config *c, const gpt2_alloc *al, struct lerr *e);
+int train_ctx_open(train_ctx *t, const run_config *c, const model_alloc *al, struct lerr *e);
 void train_ctx_close(train_ctx *t);
 
 /* Samples per optimizer step (batch_size * grad_accum). */
@@ -44,6 +44,11 @@ double train_eval(train_ctx *t, const tok_file *f, int n_windows);
 /* Writes what was trained to dir: the adapter in peft's format, or under full
  * fine-tuning the whole model in HF's format. */
 int train_save(train_ctx *t, const char *dir, struct lerr *e);
+
+/* Test hook: LORA_TEST_NAN=0:K in the environment makes step K's gradient
+ * non-finite in the single-process trainer (rank 0 of one), as the same
+ * variable does for a worker rank of lora_worker; -1 when unset. */
+int64_t train_test_hook_nan(void);
 
 /* The single-process trainer (`lora train`) and evaluator (`lora eval`). */
 int trainer_main(int argc, char **argv, int eval_only);

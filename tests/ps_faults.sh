@@ -36,6 +36,17 @@ if LORA_TEST_NAN=1:2 timeout 60 mpirun --oversubscribe --bind-to none -np 3 -x L
 else
     fail "NaN gradient, nan_policy = skip: $(tail -5 "$TMPD/out")"
 fi
+# one step policy: a skipped step leaves the single process and BSP equal (AdamW counts applied updates)
+if LORA_TEST_NAN=0:2 "$LORA" train "${CFG[@]}" --set train.out_dir="$TMPD/skip-one" >"$TMPD/out" 2>&1 &&
+    grep -q "step 3: non-finite loss or gradient" "$TMPD/out" &&
+    LORA_TEST_NAN=1:2 timeout 60 mpirun --oversubscribe --bind-to none -np 2 -x LORA_TEST_NAN "$WORKER" "${CFG[@]}" \
+        --set train.out_dir="$TMPD/skip-ps" >"$TMPD/out2" 2>&1 &&
+    grep -q "step 3: the aggregated gradient holds NaN or Inf; step skipped" "$TMPD/out2" &&
+    r=$("$LORA" compare "$TMPD/skip-one" "$TMPD/skip-ps" --tol 1e-5); then
+    pass "step 3 skipped in one process and under BSP: the same adapters ($r)"
+else
+    fail "a skipped step, one process vs BSP: ${r:-$(tail -3 "$TMPD/out" "$TMPD/out2")}"
+fi
 expect "ranks with different configs" "rank 1 (host" \
     mpirun --oversubscribe --bind-to none -np 1 "$WORKER" "${CFG[@]}" : -np 1 "$WORKER" "${CFG[@]}" --set optim.lr=1e-3
 cp -r tests/fixtures/gpt2-tiny/base "$TMPD/other-model"

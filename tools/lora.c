@@ -14,9 +14,8 @@
 #include "blas_env.h"
 #include "checkpoint.h"
 #include "data.h"
-#include "gpt2.h"
 #include "lora.h"
-#include "merge.h"
+#include "model.h"
 #include "parity.h"
 #include "safetensors.h"
 #include "util.h"
@@ -183,8 +182,7 @@ static int cmd_tokens(int argc, char **argv) {
 /* A GPT-2 HF folder with random (seeded) weights, for benchmarks: config.json
  * + model.safetensors (F32 unless --dtype f16), keys as HF writes them. */
 static int cmd_init_model(int argc, char **argv) {
-    gpt2_config c = {.n_layer = 12, .n_head = 12, .n_embd = 768, .n_positions = 1024, .vocab_size = 50257,
-                     .ln_eps = 1e-5f, .tied = 1};
+    long L = 12, H = 12, C = 768, V = 50257, P = 1024;
     long long seed = 1234;
     const char *out = NULL, *dtype = "f32";
     for (int i = 0; i + 1 < argc; i += 2) {
@@ -197,86 +195,38 @@ static int cmd_init_model(int argc, char **argv) {
         } else {
             v = strtol(argv[i + 1], &end, 10);
             if (*end || v < 1 || v > 1000000) return usage();
-            if (!strcmp(argv[i], "--layers")) c.n_layer = (int)v;
-            else if (!strcmp(argv[i], "--embd")) c.n_embd = (int)v;
-            else if (!strcmp(argv[i], "--heads")) c.n_head = (int)v;
-            else if (!strcmp(argv[i], "--vocab")) c.vocab_size = (int)v;
-            else if (!strcmp(argv[i], "--positions")) c.n_positions = (int)v;
+            if (!strcmp(argv[i], "--layers")) L = v;
+            else if (!strcmp(argv[i], "--embd")) C = v;
+            else if (!strcmp(argv[i], "--heads")) H = v;
+            else if (!strcmp(argv[i], "--vocab")) V = v;
+            else if (!strcmp(argv[i], "--positions")) P = v;
             else if (!strcmp(argv[i], "--seed")) seed = v;
             else return usage();
         }
     }
-    if (!out || argc % 2 || c.n_embd % c.n_head || (strcmp(dtype, "f32") && strcmp(dtype, "f16"))) return usage();
-    c.n_inner = 4 * c.n_embd;
+    if (!out || argc % 2 || C % H || (strcmp(dtype, "f32") && strcmp(dtype, "f16"))) return usage();
+    char cfg[512];
+    snprintf(cfg, sizeof cfg,
+             "{\"model_type\": \"gpt2\", \"n_layer\": %ld, \"n_head\": %ld, \"n_embd\": %ld, \"n_positions\": %ld, "
+             "\"vocab_size\": %ld}",
+             L, H, C, P, V);
     struct lerr e = {{0}};
-    if (mkdir_p(out, &e)) {
+    model m;
+    if (model_init_random(&m, cfg, (uint64_t)seed, &e) ||
+        model_save(&m, out, strcmp(dtype, "f16") ? ST_F32 : ST_F16, &e)) {
         fprintf(stderr, "lora init-model: %s\n", e.msg);
+        model_free(&m);
         return 1;
     }
-    gpt2 m;
-    gpt2_init_random(&m, &c, (uint64_t)seed);
-    int L = c.n_layer, n = 4 + 12 * L, k = 0;
-    st_entry *ent = xcalloc((size_t)n, sizeof(st_entry));
-    char (*names)[96] = xcalloc((size_t)n, 96);
-    st_dtype dt = strcmp(dtype, "f16") ? ST_F32 : ST_F16;
-    int64_t C = c.n_embd, F = c.n_inner;
-#define ENT(ptr, d0, d1, ...)                                                                                          \
-    do {                                                                                                               \
-        snprintf(names[k], 96, __VA_ARGS__);                                                                           \
-        ent[k] = (st_entry){names[k], dt, (d1) != 0 ? 2 : 1, {(d0), (d1)}, (ptr)};                                     \
-        k++;                                                                                                           \
-    } while (0)
-    ENT(m.wte, c.vocab_size, C, "transformer.wte.weight");
-    ENT(m.wpe, c.n_positions, C, "transformer.wpe.weight");
-    ENT(m.lnf_w, C, 0, "transformer.ln_f.weight");
-    ENT(m.lnf_b, C, 0, "transformer.ln_f.bias");
-    for (int l = 0; l < L; l++) {
-        const gpt2_layer *y = &m.layer[l];
-        ENT(y->ln1_w, C, 0, "transformer.h.%d.ln_1.weight", l);
-        ENT(y->ln1_b, C, 0, "transformer.h.%d.ln_1.bias", l);
-        ENT(y->qkv_w, C, 3 * C, "transformer.h.%d.attn.c_attn.weight", l);
-        ENT(y->qkv_b, 3 * C, 0, "transformer.h.%d.attn.c_attn.bias", l);
-        ENT(y->aproj_w, C, C, "transformer.h.%d.attn.c_proj.weight", l);
-        ENT(y->aproj_b, C, 0, "transformer.h.%d.attn.c_proj.bias", l);
-        ENT(y->ln2_w, C, 0, "transformer.h.%d.ln_2.weight", l);
-        ENT(y->ln2_b, C, 0, "transformer.h.%d.ln_2.bias", l);
-        ENT(y->fc_w, C, F, "transformer.h.%d.mlp.c_fc.weight", l);
-        ENT(y->fc_b, F, 0, "transformer.h.%d.mlp.c_fc.bias", l);
-        ENT(y->fproj_w, F, C, "transformer.h.%d.mlp.c_proj.weight", l);
-        ENT(y->fproj_b, C, 0, "transformer.h.%d.mlp.c_proj.bias", l);
-    }
-#undef ENT
-    char path[4200];
-    snprintf(path, sizeof path, "%s/model.safetensors", out);
-    const char *meta[] = {"format", "pt"};
-    int rc = st_write(path, ent, k, meta, 1, &e);
-    if (!rc) {
-        char cfg[1024];
-        int len = snprintf(cfg, sizeof cfg,
-                           "{\n  \"model_type\": \"gpt2\",\n  \"architectures\": [\"GPT2LMHeadModel\"],\n"
-                           "  \"n_layer\": %d,\n  \"n_head\": %d,\n  \"n_embd\": %d,\n  \"n_positions\": %d,\n"
-                           "  \"vocab_size\": %d,\n  \"n_inner\": null,\n  \"layer_norm_epsilon\": 1e-05,\n"
-                           "  \"activation_function\": \"gelu_new\",\n  \"tie_word_embeddings\": true,\n"
-                           "  \"dtype\": \"%s\"\n}\n",
-                           c.n_layer, c.n_head, c.n_embd, c.n_positions, c.vocab_size,
-                           dt == ST_F32 ? "float32" : "float16");
-        snprintf(path, sizeof path, "%s/config.json", out);
-        rc = write_file_atomic(path, cfg, (size_t)len, &e);
-    }
-    if (rc)
-        fprintf(stderr, "lora init-model: %s\n", e.msg);
-    else
-        printf("wrote a random GPT-2 (L=%d C=%d H=%d V=%d, %lld params, %s, seed %lld) to %s\n", c.n_layer, c.n_embd,
-               c.n_head, c.vocab_size, (long long)m.n_params, dtype, seed, out);
-    free(ent);
-    free(names);
-    gpt2_free(&m);
-    return rc ? 1 : 0;
+    printf("wrote a random GPT-2 (L=%ld C=%ld H=%ld V=%ld, %lld params, %s, seed %lld) to %s\n", L, C, H, V,
+           (long long)m.n_params, dtype, seed, out);
+    model_free(&m);
+    return 0;
 }
 
 /* The model and the adapter of a checkpoint: the model from model_dir, or the
  * path the checkpoint recorded; its bytes must hash as the checkpoint says. */
-static int open_checkpoint(const char *path, const char *model_dir, gpt2 *m, lora_adapter *a, struct lerr *e) {
+static int open_checkpoint(const char *path, const char *model_dir, model *m, lora_adapter *a, struct lerr *e) {
     ckpt_state st;
     lora_spec spec;
     if (ckpt_read_meta(path, &st, &spec, e)) return -1;
@@ -284,19 +234,19 @@ static int open_checkpoint(const char *path, const char *model_dir, gpt2 *m, lor
     snprintf(dir, sizeof dir, "%s", model_dir ? model_dir : st.model_path ? st.model_path : "");
     uint64_t want_hash = st.model_hash, want_size = st.model_size;
     ckpt_state_free(&st);
-    if (gpt2_open(m, dir, e)) return lerr_prefix(e, "the checkpoint's base model (use --model DIR)");
-    if (st_file_size(m->st) != want_size || hash64(st_bytes(m->st), st_file_size(m->st), 0) != want_hash) {
-        gpt2_free(m);
-        return lerr_set(e, "%s/model.safetensors is not the base model %s was trained on (size or hash differ)", dir,
+    if (model_open(m, dir, NULL, e)) return lerr_prefix(e, "the checkpoint's base model (use --model DIR)");
+    if (m->size != want_size || model_content_hash(m) != want_hash) {
+        model_free(m);
+        return lerr_set(e, "%s: its weights are not the base model %s was trained on (size or hash differ)", dir,
                         path);
     }
-    if (lora_create(a, &spec, m->sites, m->n_sites, 0, e)) {
-        gpt2_free(m);
+    if (model_adapter_create(a, &spec, m, 0, e)) {
+        model_free(m);
         return lerr_prefix(e, "%s", path);
     }
     if (ckpt_read(path, &st, a, NULL, NULL, e)) {
         lora_free(a);
-        gpt2_free(m);
+        model_free(m);
         return -1;
     }
     ckpt_state_free(&st);
@@ -305,136 +255,134 @@ static int open_checkpoint(const char *path, const char *model_dir, gpt2 *m, lor
 
 /* A checkpoint's adapter in peft's format. */
 static int cmd_export(int argc, char **argv) {
-    const char *ckpt = NULL, *model = NULL, *out = NULL;
+    const char *ckpt = NULL, *model_dir = NULL, *out = NULL;
     for (int i = 0; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--checkpoint")) ckpt = argv[i + 1];
-        else if (!strcmp(argv[i], "--model")) model = argv[i + 1];
+        else if (!strcmp(argv[i], "--model")) model_dir = argv[i + 1];
         else if (!strcmp(argv[i], "--out")) out = argv[i + 1];
         else return usage();
     }
     if (!ckpt || !out || argc % 2) return usage();
     struct lerr e = {{0}};
-    gpt2 m;
+    model m;
     lora_adapter a;
-    if (open_checkpoint(ckpt, model, &m, &a, &e)) {
+    if (open_checkpoint(ckpt, model_dir, &m, &a, &e)) {
         fprintf(stderr, "lora export: %s\n", e.msg);
         return 1;
     }
-    int rc = lora_save_peft(&a, out, m.dir, "CAUSAL_LM", 1, &e);
+    int rc = model_save_peft(&a, &m, out, &e);
     if (rc)
         fprintf(stderr, "lora export: %s\n", e.msg);
     else
         printf("exported %d modules (r=%d) from %s to %s (peft format)\n", a.n_mod, a.spec.r, ckpt, out);
     lora_free(&a);
-    gpt2_free(&m);
+    model_free(&m);
     return rc ? 1 : 0;
 }
 
 static int cmd_merge(int argc, char **argv) {
-    const char *model = NULL, *adapter = NULL, *out = NULL, *ckpt = NULL;
+    const char *model_dir = NULL, *adapter = NULL, *out = NULL, *ckpt = NULL;
     for (int i = 0; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--model")) model = argv[i + 1];
+        if (!strcmp(argv[i], "--model")) model_dir = argv[i + 1];
         else if (!strcmp(argv[i], "--adapter")) adapter = argv[i + 1];
         else if (!strcmp(argv[i], "--checkpoint")) ckpt = argv[i + 1];
         else if (!strcmp(argv[i], "--out")) out = argv[i + 1];
         else return usage();
     }
-    if (!out || argc % 2 || !!adapter == !!ckpt || (adapter && !model)) return usage();
+    if (!out || argc % 2 || !!adapter == !!ckpt || (adapter && !model_dir)) return usage();
     struct lerr e = {{0}};
-    gpt2 m;
+    model m;
     lora_adapter a;
     if (ckpt) {
-        if (open_checkpoint(ckpt, model, &m, &a, &e)) {
+        if (open_checkpoint(ckpt, model_dir, &m, &a, &e)) {
             fprintf(stderr, "lora merge: %s\n", e.msg);
             return 1;
         }
-    } else if (gpt2_open(&m, model, &e)) {
+    } else if (model_open(&m, model_dir, NULL, &e)) {
         fprintf(stderr, "lora merge: %s\n", e.msg);
         return 1;
-    } else if (lora_load_peft(&a, adapter, m.sites, m.n_sites, &e)) {
+    } else if (model_load_peft(&a, &m, adapter, &e)) {
         fprintf(stderr, "lora merge: %s\n", e.msg);
-        gpt2_free(&m);
+        model_free(&m);
         return 1;
     }
-    int rc = gpt2_save_merged(&m, &a, out, &e);
+    int rc = model_save_merged(&m, &a, out, &e);
     if (rc)
         fprintf(stderr, "lora merge: %s\n", e.msg);
     else
         printf("merged %d modules (r=%d, scale %g) into %s/model.safetensors\n", a.n_mod, a.spec.r, a.scale, out);
     lora_free(&a);
-    gpt2_free(&m);
+    model_free(&m);
     return rc ? 1 : 0;
 }
 
-/* Forward of the model (+ adapter) on one batch: input_ids (B, T) and
- * optional labels (B, T; -100 = no loss) from a safetensors file; writes
- * logits (B, T, V) and loss (1) as F32, prints the loss. What the reference
- * tests compare against HF (tests/ref/). */
+/* Forward of the model (+ adapter) on one batch from a safetensors file:
+ * input_ids (B, T) and optional attention_mask, token_type_ids (B, T) and
+ * labels ((B, T); (B) for sequence classification; -100 = no loss); writes
+ * logits and loss as F32, prints the loss. What the reference tests compare
+ * against HF (tests/ref/). */
 static int cmd_logits(int argc, char **argv) {
-    const char *model = NULL, *adapter = NULL, *input = NULL, *out = NULL, *ckpt = NULL;
+    const char *dir = NULL, *adapter = NULL, *input = NULL, *out = NULL, *ckpt = NULL;
     for (int i = 0; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--model")) model = argv[i + 1];
+        if (!strcmp(argv[i], "--model")) dir = argv[i + 1];
         else if (!strcmp(argv[i], "--adapter")) adapter = argv[i + 1];
         else if (!strcmp(argv[i], "--checkpoint")) ckpt = argv[i + 1];
         else if (!strcmp(argv[i], "--input")) input = argv[i + 1];
         else if (!strcmp(argv[i], "--out")) out = argv[i + 1];
         else return usage();
     }
-    if ((!model && !ckpt) || !input || argc % 2 || (adapter && ckpt)) return usage();
+    if ((!dir && !ckpt) || !input || argc % 2 || (adapter && ckpt)) return usage();
     struct lerr e = {{0}};
-    gpt2 m = {0};
+    model m = {0};
     lora_adapter a = {0};
     st_file *in = NULL;
-    gpt2_acts *s = NULL;
-    int32_t *ids = NULL, *labels = NULL, *targets = NULL;
+    model_ws *s = NULL;
+    int32_t *ids = NULL, *labels = NULL, *mask = NULL, *types = NULL;
     int rc = 1, have_adapter = 0;
     if (ckpt) { /* the adapter as the HDF5 reader gives it, not through peft's files */
-        if (open_checkpoint(ckpt, model, &m, &a, &e)) goto done;
+        if (open_checkpoint(ckpt, dir, &m, &a, &e)) goto done;
         have_adapter = 1;
     } else {
-        if (gpt2_open(&m, model, &e)) goto done;
+        if (model_open(&m, dir, NULL, &e)) goto done;
         if (adapter) {
-            if (lora_load_peft(&a, adapter, m.sites, m.n_sites, &e)) goto done;
+            if (model_load_peft(&a, &m, adapter, &e)) goto done;
             have_adapter = 1;
         }
     }
     if (!(in = st_open(input, &e))) goto done;
-    const st_tensor *ti = st_find(in, "input_ids"), *tl = st_find(in, "labels");
+    const st_tensor *ti = st_find(in, "input_ids");
     if (!ti || ti->ndim != 2 || ti->shape[0] < 1 || ti->shape[1] < 1) {
         lerr_set(&e, "%s: needs a tensor input_ids of shape (B, T)", input);
         goto done;
     }
     int64_t B = ti->shape[0], T = ti->shape[1];
-    if (T > m.cfg.n_positions || B > 4096) {
-        lerr_set(&e, "%s: input_ids is (%lld, %lld); T must be <= n_positions %d and B <= 4096", input, (long long)B,
-                 (long long)T, m.cfg.n_positions);
+    if (T > m.max_positions || B > 4096) {
+        lerr_set(&e, "%s: input_ids is (%lld, %lld); T must be <= the model's %d positions and B <= 4096", input,
+                 (long long)B, (long long)T, m.max_positions);
         goto done;
     }
-    if (tl && (tl->ndim != 2 || tl->shape[0] != B || tl->shape[1] != T)) {
-        lerr_set(&e, "%s: labels must have input_ids' shape (%lld, %lld)", input, (long long)B, (long long)T);
+    if (st_read_ints(in, "input_ids", 2, B, T, &ids, &e) < 0 ||
+        st_read_ints(in, "attention_mask", 2, B, T, &mask, &e) < 0 ||
+        st_read_ints(in, "token_type_ids", 2, B, T, &types, &e) < 0 ||
+        st_read_ints(in, "labels", m.task == TASK_SEQ_CLS ? 1 : 2, B, T, &labels, &e) < 0)
         goto done;
-    }
-    ids = xmalloc(sizeof(int32_t) * (size_t)(B * T));
-    targets = xmalloc(sizeof(int32_t) * (size_t)(B * T));
-    if (st_to_i32(ids, ti, &e)) goto done;
-    if (tl) {
-        labels = xmalloc(sizeof(int32_t) * (size_t)(B * T));
-        if (st_to_i32(labels, tl, &e)) goto done;
-    }
     for (int64_t i = 0; i < B * T; i++)
-        if (ids[i] < 0 || ids[i] >= m.cfg.vocab_size) {
-            lerr_set(&e, "%s: input_ids[%lld] = %d is outside the vocabulary (%d)", input, (long long)i, ids[i],
-                     m.cfg.vocab_size);
+        if (ids[i] < 0 || ids[i] >= m.vocab) {
+            lerr_set(&e, "%s: input_ids[%lld] = %d is outside the vocabulary (%d)", input, (long long)i, ids[i], m.vocab);
             goto done;
         }
-    gpt2_targets_from_labels(targets, labels ? labels : ids, (int)B, (int)T);
-    s = gpt2_acts_create(&m, have_adapter ? &a : NULL, (int)B, (int)T);
+    const lora_adapter *ap = have_adapter ? &a : NULL;
+    s = model_ws_create(&m, ap, (int)B, (int)T);
+    model_batch mb = {.tokens = ids, .mask = mask, .type_ids = types, .B = (int)B, .T = (int)T,
+                      .labels = labels ? labels : m.task == TASK_CAUSAL_LM ? ids : NULL};
     int64_t n = 0;
-    double sum = gpt2_forward(&m, have_adapter ? &a : NULL, s, ids, targets, (int)B, (int)T, 0, 0, NULL, &n);
+    double sum = model_forward(&m, ap, s, &mb, 0, 0, &n);
     float loss = n ? (float)(sum / (double)n) : 0.0f;
     if (out) {
-        st_entry ent[2] = {{"logits", ST_F32, 3, {B, T, m.cfg.vocab_size}, gpt2_logits(s)},
-                           {"loss", ST_F32, 1, {1}, &loss}};
+        int nd;
+        int64_t sh[3];
+        const float *o = model_output(&m, s, &nd, sh);
+        st_entry ent[2] = {{"logits", ST_F32, nd, {sh[0], sh[1], sh[2]}, o}, {"loss", ST_F32, 1, {1}, &loss}};
         const char *meta[] = {"format", "pt"};
         if (st_write(out, ent, 2, meta, 1, &e)) goto done;
     }
@@ -443,13 +391,14 @@ static int cmd_logits(int argc, char **argv) {
     rc = 0;
 done:
     if (rc) fprintf(stderr, "lora logits: %s\n", e.msg);
-    gpt2_acts_free(s);
+    if (s) model_ws_free(&m, s);
     free(ids);
     free(labels);
-    free(targets);
+    free(mask);
+    free(types);
     st_close(in);
     if (have_adapter) lora_free(&a);
-    gpt2_free(&m);
+    model_free(&m);
     return rc;
 }
 

@@ -6,7 +6,7 @@
  *
  * One training step = forward + backward (input and adapter gradients) + AdamW.
  * Prints ms/step, tokens/s, achieved GFLOP/s (the matmul FLOPs the step must
- * do, gpt2_step_flops) and, measured in the same run, the sgemm GFLOP/s of this
+ * do, the family's step_flops) and, measured in the same run, the sgemm GFLOP/s of this
  * machine at the model's own shapes (every dense matmul of one step, forward
  * and input-gradient layouts); their ratio is the share of the sgemm ceiling
  * the whole step reaches. Figures also go to a JSON file for scripts.
@@ -20,8 +20,8 @@
 #include <sys/resource.h>
 
 #include "blas_env.h"
-#include "gpt2.h"
 #include "lora.h"
+#include "model.h"
 #include "optim.h"
 
 typedef struct {
@@ -67,28 +67,35 @@ static int parse(opts *o, int argc, char **argv) {
     return 0;
 }
 
-/* The dense matmuls of one step at the model's shapes, timed alone. */
-static double sgemm_ceiling(const gpt2_config *c, int N, double *flops_out) {
-    int C = c->n_embd, F = c->n_inner, V = c->vocab_size;
-    size_t big = (size_t)N * (V > 4 * C ? V : 4 * C);
-    float *x = calloc((size_t)N * (F > C ? F : C), sizeof(float)), *w = calloc((size_t)V * C > (size_t)C * F * 1 ? (size_t)V * C : (size_t)C * F, sizeof(float));
-    float *y = calloc(big, sizeof(float));
-    for (size_t i = 0; i < (size_t)N * (F > C ? F : C); i++) x[i] = (float)(i % 7) * 0.01f;
-    int shapes[4][2] = {{C, 3 * C}, {C, C}, {C, F}, {F, C}};
+/* The dense matmuls of one step at the model's shapes, timed alone: every
+ * site's forward and input gradient, and the LM head's (V x C against the
+ * last site's output width C). */
+static double sgemm_ceiling(const model *m, int N, double *flops_out) {
+    int V = m->task == TASK_CAUSAL_LM ? m->vocab : 0, C = m->site[m->n_site - 1].out, wmax = C;
+    size_t wbig = (size_t)V * C;
+    for (int i = 0; i < m->n_site; i++) {
+        if (m->site[i].in > wmax) wmax = m->site[i].in;
+        if (m->site[i].out > wmax) wmax = m->site[i].out;
+        if ((size_t)m->site[i].in * m->site[i].out > wbig) wbig = (size_t)m->site[i].in * m->site[i].out;
+    }
+    size_t big = (size_t)N * (V > wmax ? V : wmax);
+    float *x = calloc(big, sizeof(float)), *w = calloc(wbig, sizeof(float)), *y = calloc(big, sizeof(float));
+    for (size_t i = 0; i < big; i++) x[i] = (float)(i % 7) * 0.01f;
     double best = 1e30, flops = 0;
     for (int rep = 0; rep < 3; rep++) {
         double t0 = now_s();
         flops = 0;
-        for (int l = 0; l < c->n_layer; l++)
-            for (int s = 0; s < 4; s++) {
-                int in = shapes[s][0], out = shapes[s][1];
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, out, in, 1, x, in, w, out, 0, y, out);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, in, out, 1, y, out, w, out, 0, x, in);
-                flops += 4.0 * N * in * out;
-            }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, V, C, 1, x, C, w, C, 0, y, V);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, V, 1, y, V, w, C, 0, x, C);
-        flops += 4.0 * N * C * V;
+        for (int s = 0; s < m->n_site; s++) {
+            int in = m->site[s].in, out = m->site[s].out;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, out, in, 1, x, in, w, out, 0, y, out);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, in, out, 1, y, out, w, out, 0, x, in);
+            flops += 4.0 * N * in * out;
+        }
+        if (V) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, V, C, 1, x, C, w, C, 0, y, V);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, V, 1, y, V, w, C, 0, x, C);
+            flops += 4.0 * N * C * V;
+        }
         double dt = now_s() - t0;
         if (dt < best) best = dt;
     }
@@ -104,22 +111,28 @@ int main(int argc, char **argv) {
     opts o = {.B = 4, .T = 256, .r = 8, .steps = 5, .layers = 12, .embd = 768, .heads = 12, .vocab = 50257,
               .positions = 1024, .targets = "c_attn", .json = "build/bench.json"};
     if (parse(&o, argc, argv)) return 2;
-    gpt2_config c = {.n_layer = o.layers, .n_head = o.heads, .n_embd = o.embd, .n_inner = 4 * o.embd,
-                     .n_positions = o.positions, .vocab_size = o.vocab, .ln_eps = 1e-5f, .tied = 1};
-    gpt2 m;
-    gpt2_init_random(&m, &c, 1234);
+    char cfg[512];
+    snprintf(cfg, sizeof cfg,
+             "{\"model_type\": \"gpt2\", \"n_layer\": %d, \"n_head\": %d, \"n_embd\": %d, \"n_positions\": %d, "
+             "\"vocab_size\": %d}",
+             o.layers, o.heads, o.embd, o.positions, o.vocab);
+    model m;
+    struct lerr e;
+    if (model_init_random(&m, cfg, 1234, &e)) {
+        fprintf(stderr, "lora_bench: %s\n", e.msg);
+        return 1;
+    }
     lora_spec sp = {.r = o.r, .alpha = 2.0f * o.r};
     char tl[1024];
     snprintf(tl, sizeof tl, "%s", o.targets);
     for (char *tok = strtok(tl, ","); tok && sp.n_targets < LORA_MAX_TARGETS; tok = strtok(NULL, ","))
         snprintf(sp.targets[sp.n_targets++], LORA_NAME, "%s", tok);
     lora_adapter a;
-    struct lerr e;
-    if (o.full ? gpt2_full_adapter(&m, &a, &e) : lora_create(&a, &sp, m.sites, m.n_sites, 1, &e)) {
+    if (o.full ? model_full_adapter(&a, &m, &e) : model_adapter_create(&a, &sp, &m, 1, &e)) {
         fprintf(stderr, "lora_bench: %s\n", e.msg);
         return 1;
     }
-    if (!o.full) lora_init(&a, 1);
+    if (!o.full) model_adapter_init(&a, &m, 1);
     char line[200];
     lora_params_line(line, sizeof line, (int64_t)a.n_params, o.full ? 0 : m.n_params);
     int B = o.B, T = o.T, N = B * T;
@@ -128,13 +141,13 @@ int main(int argc, char **argv) {
         snprintf(what, sizeof what, "full fine-tuning (every weight trainable)");
     else
         snprintf(what, sizeof what, "LoRA r=%d on %s", o.r, o.targets);
-    printf("lora_bench: GPT-2 shape L=%d C=%d H=%d V=%d, B=%d T=%d, %s; %d threads, OpenBLAS %s\n", c.n_layer,
-           c.n_embd, c.n_head, c.vocab_size, B, T, what, omp_get_max_threads(), openblas_get_corename());
+    printf("lora_bench: GPT-2 shape L=%d C=%d H=%d V=%d, B=%d T=%d, %s; %d threads, OpenBLAS %s\n", o.layers,
+           o.embd, o.heads, o.vocab, B, T, what, omp_get_max_threads(), openblas_get_corename());
     printf("%s\n", line);
-    gpt2_acts *s = gpt2_acts_create(&m, &a, B, T);
-    int32_t *tok = malloc(sizeof(int32_t) * N), *tg = malloc(sizeof(int32_t) * N);
-    for (int i = 0; i < N; i++) tok[i] = (int32_t)((i * 2654435761u) % (unsigned)c.vocab_size);
-    gpt2_targets_from_labels(tg, tok, B, T);
+    model_ws *s = model_ws_create(&m, &a, B, T);
+    int32_t *tok = malloc(sizeof(int32_t) * N);
+    for (int i = 0; i < N; i++) tok[i] = (int32_t)((i * 2654435761u) % (unsigned)o.vocab);
+    model_batch mb = {.tokens = tok, .labels = tok, .B = B, .T = T};
     float *grad = xalloc_aligned(a.n_params * 4), *mm = xalloc_aligned(a.n_params * 4),
           *vv = xalloc_aligned(a.n_params * 4);
     adamw_hparams hp = {0.9f, 0.999f, 1e-8f, 0.0f};
@@ -143,9 +156,9 @@ int main(int argc, char **argv) {
         double t0 = now_s();
         memset(grad, 0, a.n_params * 4);
         int64_t n;
-        double loss = gpt2_forward(&m, &a, s, tok, tg, B, T, 1, 1, NULL, &n);
+        double loss = model_forward(&m, &a, s, &mb, 1, 1, &n);
         double t1 = now_s();
-        gpt2_backward(&m, &a, s, grad, 1.0f / (float)n);
+        model_backward(&m, &a, s, grad, 1.0f / (float)n);
         double t2 = now_s();
         adamw_step(a.w, mm, vv, grad, a.n_params, step + 1, 1e-4f, &hp);
         double dt = now_s() - t0;
@@ -159,9 +172,9 @@ int main(int argc, char **argv) {
         if (dt < best) best = dt;
     }
     double mean = total / o.steps;
-    double flops = gpt2_step_flops(&m, &a, B, T);
+    double flops = m.fam->step_flops(&m, &a, B, T);
     double ceil_flops;
-    double ceiling = sgemm_ceiling(&c, N, &ceil_flops);
+    double ceiling = sgemm_ceiling(&m, N, &ceil_flops);
     double achieved = flops / mean / 1e9;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -175,7 +188,7 @@ int main(int argc, char **argv) {
     printf("  %-34s %12.1f\n", "sgemm GFLOP/s at model shapes", ceiling);
     printf("  %-34s %11.1f%%\n", "achieved / sgemm ceiling", 100 * achieved / ceiling);
     printf("  %-34s %12.1f\n", "peak RSS (MiB)", rss / 1048576.0);
-    printf("  %-34s %12.1f\n", "activations (MiB)", gpt2_acts_bytes(s) / 1048576.0);
+    printf("  %-34s %12.1f\n", "activations (MiB)", m.fam->ws_bytes(s) / 1048576.0);
     FILE *f = fopen(o.json, "w");
     if (f) {
         fprintf(f,
@@ -184,7 +197,7 @@ int main(int argc, char **argv) {
                 "  \"ms_per_step\": %.3f,\n  \"tokens_per_s\": %.1f,\n  \"gflop_per_step\": %.4f,\n"
                 "  \"achieved_gflops\": %.2f,\n  \"sgemm_ceiling_gflops\": %.2f,\n  \"sgemm_ceiling_ratio\": %.4f,\n"
                 "  \"peak_rss_bytes\": %ld\n}\n",
-                c.n_layer, c.n_embd, c.n_head, c.vocab_size, B, T, o.r, o.targets, o.full ? "true" : "false",
+                o.layers, o.embd, o.heads, o.vocab, B, T, o.r, o.targets, o.full ? "true" : "false",
                 omp_get_max_threads(), a.n_params,
                 (long long)(o.full ? (int64_t)a.n_params : m.n_params + (int64_t)a.n_params), mean * 1e3, N / mean, flops / 1e9, achieved, ceiling,
                 achieved / ceiling, rss);
@@ -197,9 +210,8 @@ int main(int argc, char **argv) {
     free(mm);
     free(vv);
     free(tok);
-    free(tg);
-    gpt2_acts_free(s);
+    model_ws_free(&m, s);
     lora_free(&a);
-    gpt2_free(&m);
+    model_free(&m);
     return f ? 0 : 1;
 }

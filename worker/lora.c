@@ -78,6 +78,9 @@ int lora_create(lora_adapter *a, const lora_spec *spec, const lora_site *sites, 
         lora_tensor *tA = &a->tensor[m->tA], *tB = &a->tensor[m->tB];
         snprintf(tA->key, sizeof tA->key, PEFT_PREFIX "%s.lora_A.weight", sites[s].name);
         snprintf(tB->key, sizeof tB->key, PEFT_PREFIX "%s.lora_B.weight", sites[s].name);
+        tA->kind = LORA_KIND_A, tB->kind = LORA_KIND_B;
+        tA->ndim = tB->ndim = 2;
+        tA->mt = tB->mt = -1;
         tA->rows = spec->r, tA->cols = m->in, tA->off = off;
         off += (size_t)spec->r * (size_t)m->in;
         tB->rows = m->out, tB->cols = spec->r, tB->off = off;
@@ -91,20 +94,14 @@ int lora_create(lora_adapter *a, const lora_spec *spec, const lora_site *sites, 
                 char tgt[LORA_NAME];
                 snprintf(tgt, sizeof tgt, "%s", spec->targets[t]);
                 lora_free(a);
-                return lerr_set(e,
-                                "unknown target module '%s': it matches no module of the model (GPT-2 modules: "
-                                "c_attn, c_proj, c_fc, or paths like transformer.h.0.attn.c_attn)",
-                                tgt);
+                return lerr_set(e, "unknown target module '%s': it matches no module of the model", tgt);
             }
     if (a->n_mod == 0) {
         char list[1024] = "";
         for (int t = 0; t < spec->n_targets; t++)
             snprintf(list + strlen(list), sizeof list - strlen(list), "%s'%s'", t ? ", " : "", spec->targets[t]);
         lora_free(a);
-        return lerr_set(e,
-                        "target modules %s match no module of the model (GPT-2 modules: c_attn, c_proj, c_fc, or "
-                        "paths like transformer.h.0.attn.c_attn)",
-                        list);
+        return lerr_set(e, "target modules %s match no module of the model", list);
     }
     a->n_params = off;
     a->w = xalloc_aligned((off ? off : 1) * sizeof(float));
@@ -117,7 +114,46 @@ void lora_free(lora_adapter *a) {
     free(a->mod);
     free(a->tensor);
     free(a->w);
+    free(a->whole);
     memset(a, 0, sizeof *a);
+}
+
+int lora_add_whole(lora_adapter *a, int mt, int n_model_tensor, const char *name, int ndim, const int64_t *shape,
+                   struct lerr *e) {
+    if (ndim < 1 || ndim > 2 || shape[0] < 1 || shape[0] > INT32_MAX || (ndim == 2 && (shape[1] < 1 || shape[1] > INT32_MAX)))
+        return lerr_set(e, "'%s': a whole trainable tensor must be 1-D or 2-D with positive sizes", name);
+    if (mt < 0 || mt >= n_model_tensor) return lerr_set(e, "'%s': tensor index %d out of range", name, mt);
+    if (!a->whole) {
+        a->whole = malloc(sizeof(int) * (size_t)n_model_tensor);
+        if (!a->whole) return lerr_set(e, "out of memory");
+        for (int i = 0; i < n_model_tensor; i++) a->whole[i] = -1;
+        a->n_model_tensor = n_model_tensor;
+    }
+    if (a->n_model_tensor != n_model_tensor || a->whole[mt] >= 0)
+        return lerr_set(e, "'%s' is already trainable, or the adapter belongs to another model", name);
+    lora_tensor *nt = realloc(a->tensor, sizeof(lora_tensor) * (size_t)(a->n_tensor + 1));
+    if (!nt) return lerr_set(e, "out of memory");
+    a->tensor = nt;
+    lora_tensor *t = &a->tensor[a->n_tensor];
+    memset(t, 0, sizeof *t);
+    if (snprintf(t->key, sizeof t->key, PEFT_PREFIX "%s", name) >= (int)sizeof t->key)
+        return lerr_set(e, "tensor name '%s' is too long", name);
+    t->kind = LORA_KIND_WHOLE;
+    t->ndim = ndim;
+    t->rows = ndim == 2 ? (int)shape[0] : 1;
+    t->cols = ndim == 2 ? (int)shape[1] : (int)shape[0];
+    t->mt = mt;
+    t->off = a->n_params;
+    size_t n = a->n_params + (size_t)t->rows * (size_t)t->cols;
+    float *w = xalloc_aligned(n * sizeof(float));
+    if (a->n_params) memcpy(w, a->w, a->n_params * sizeof(float));
+    memset(w + a->n_params, 0, (n - a->n_params) * sizeof(float));
+    free(a->w);
+    a->w = w;
+    a->n_params = n;
+    a->whole[mt] = a->n_tensor++;
+    a->n_whole++;
+    return 0;
 }
 
 void lora_init(lora_adapter *a, uint64_t seed) {
@@ -179,12 +215,29 @@ int lora_read_peft_config(lora_spec *spec, const char *path, struct lerr *e) {
             lerr_set(e, "%s: %s = true is not supported", path, unsupported_true[i]);
             goto out;
         }
-    static const char *must_be_empty[] = {"rank_pattern", "alpha_pattern", "modules_to_save", "layers_to_transform",
-                                          "exclude_modules", "trainable_token_indices", "layer_replication"};
+    const cJSON *ms = cJSON_GetObjectItemCaseSensitive(j, "modules_to_save");
+    if (ms && !cJSON_IsNull(ms)) {
+        const cJSON *it;
+        if (!cJSON_IsArray(ms)) {
+            lerr_set(e, "%s: \"modules_to_save\" must be a list of module names or null", path);
+            goto out;
+        }
+        cJSON_ArrayForEach(it, ms) {
+            if (!cJSON_IsString(it) || !it->valuestring[0] || strlen(it->valuestring) >= LORA_NAME ||
+                spec->n_save >= LORA_MAX_SAVE) {
+                lerr_set(e, "%s: modules_to_save must be at most %d non-empty names shorter than %d characters", path,
+                         LORA_MAX_SAVE, LORA_NAME);
+                goto out;
+            }
+            snprintf(spec->save[spec->n_save++], LORA_NAME, "%s", it->valuestring);
+        }
+    }
+    static const char *must_be_empty[] = {"rank_pattern", "alpha_pattern", "layers_to_transform", "exclude_modules",
+                                          "trainable_token_indices", "layer_replication"};
     for (size_t i = 0; i < sizeof must_be_empty / sizeof *must_be_empty; i++) {
         const cJSON *it = cJSON_GetObjectItemCaseSensitive(j, must_be_empty[i]);
         if (it && !cJSON_IsNull(it) && !((cJSON_IsObject(it) || cJSON_IsArray(it)) && !it->child)) {
-            lerr_set(e, "%s: \"%s\" is set; this project does not support it for GPT-2 yet", path, must_be_empty[i]);
+            lerr_set(e, "%s: \"%s\" is set; this project does not support it yet", path, must_be_empty[i]);
             goto out;
         }
     }
@@ -234,8 +287,8 @@ int lora_load_peft_values(lora_adapter *a, const char *dir, struct lerr *e) {
     int rc = -1;
     for (int i = 0; i < a->n_tensor; i++) {
         const lora_tensor *t = &a->tensor[i];
-        int64_t shape[2] = {t->rows, t->cols};
-        const st_tensor *s = st_expect(f, t->key, 2, shape, e);
+        int64_t shape[2] = {t->ndim == 2 ? t->rows : t->cols, t->cols};
+        const st_tensor *s = st_expect(f, t->key, t->ndim, shape, e);
         if (!s) {
             lerr_prefix(e, "adapter does not fit the model");
             goto out;
@@ -255,19 +308,6 @@ out:
     return rc;
 }
 
-int lora_load_peft(lora_adapter *a, const char *dir, const lora_site *sites, int n_sites, struct lerr *e) {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-    lora_spec spec;
-    if (lora_read_peft_config(&spec, path, e)) return -1;
-    if (lora_create(a, &spec, sites, n_sites, 0, e)) return lerr_prefix(e, "%s", path);
-    if (lora_load_peft_values(a, dir, e)) {
-        lora_free(a);
-        return -1;
-    }
-    return 0;
-}
-
 int lora_save_peft(const lora_adapter *a, const char *dir, const char *base_model, const char *task_type,
                    int fan_in_fan_out, struct lerr *e) {
     if (mkdir_p(dir, e)) return -1;
@@ -279,9 +319,9 @@ int lora_save_peft(const lora_adapter *a, const char *dir, const char *base_mode
         const lora_tensor *t = &a->tensor[i];
         ent[i].name = t->key;
         ent[i].dtype = ST_F32;
-        ent[i].ndim = 2;
-        ent[i].shape[0] = t->rows;
-        ent[i].shape[1] = t->cols;
+        ent[i].ndim = t->ndim;
+        ent[i].shape[0] = t->ndim == 2 ? t->rows : t->cols;
+        ent[i].shape[1] = t->ndim == 2 ? t->cols : 0;
         ent[i].data = a->w + t->off;
     }
     const char *meta[] = {"format", "pt"};
@@ -299,7 +339,12 @@ int lora_save_peft(const lora_adapter *a, const char *dir, const char *base_mode
     cJSON_AddNullToObject(j, "layers_to_transform");
     cJSON_AddNumberToObject(j, "lora_alpha", a->spec.alpha);
     cJSON_AddNumberToObject(j, "lora_dropout", a->spec.dropout);
-    cJSON_AddNullToObject(j, "modules_to_save");
+    if (a->spec.n_save) {
+        cJSON *ml = cJSON_AddArrayToObject(j, "modules_to_save");
+        for (int t = 0; t < a->spec.n_save; t++) cJSON_AddItemToArray(ml, cJSON_CreateString(a->spec.save[t]));
+    } else {
+        cJSON_AddNullToObject(j, "modules_to_save");
+    }
     cJSON_AddStringToObject(j, "peft_type", "LORA");
     cJSON_AddNumberToObject(j, "r", a->spec.r);
     cJSON_AddItemToObject(j, "rank_pattern", cJSON_CreateObject());
@@ -323,13 +368,17 @@ int lora_save_peft(const lora_adapter *a, const char *dir, const char *base_mode
     return rc;
 }
 
-void lora_merge_conv1d(float *W, const lora_adapter *a, const lora_module *m) {
+void lora_merge_into(float *W, lora_layout layout, const lora_adapter *a, const lora_module *m) {
     size_t n = (size_t)m->out * (size_t)m->in;
     float *delta = xmalloc(n * sizeof(float)); /* (out, in) = B A */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m->out, m->in, m->r, 1.0f, lora_B(a, m), m->r, lora_A(a, m),
                 m->in, 0.0f, delta, m->in);
-    for (int o = 0; o < m->out; o++)
-        for (int i = 0; i < m->in; i++) W[(size_t)i * m->out + o] += delta[(size_t)o * m->in + i] * m->scale;
+    if (layout == LORA_IN_OUT) {
+        for (int o = 0; o < m->out; o++)
+            for (int i = 0; i < m->in; i++) W[(size_t)i * m->out + o] += delta[(size_t)o * m->in + i] * m->scale;
+    } else {
+        for (size_t k = 0; k < n; k++) W[k] += delta[k] * m->scale;
+    }
     free(delta);
 }
 

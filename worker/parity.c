@@ -6,9 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gpt2.h"
 #include "lora.h"
-#include "merge.h"
+#include "model.h"
 #include "optim.h"
 #include "safetensors.h"
 #include "util.h"
@@ -65,22 +64,12 @@ static float *ref_f32(const st_file *f, const char *key, long n, struct lerr *e)
     return v;
 }
 
-static int32_t *ref_ids(const st_file *f, const char *key, int B, int T, struct lerr *e) {
-    const st_tensor *t = st_find(f, key);
-    if (!t) {
-        lerr_set(e, "%s: missing tensor '%s'", st_path(f), key);
-        return NULL;
-    }
-    if (t->ndim != 2 || t->shape[0] != B || t->shape[1] != T) {
-        lerr_set(e, "%s: tensor '%s' is not (%d, %d) as meta.json's batch and seq_len say", st_path(f), key, B, T);
-        return NULL;
-    }
-    int32_t *v = xmalloc(sizeof(int32_t) * (size_t)B * T);
-    if (st_to_i32(v, t, e)) {
-        free(v);
-        return NULL;
-    }
-    return v;
+/* An integer tensor `key` of f with exactly the given shape (ndim 1 or 2), or NULL. */
+static int32_t *ref_ints(const st_file *f, const char *key, int ndim, int64_t d0, int64_t d1, struct lerr *e) {
+    int32_t *v;
+    int rc = st_read_ints(f, key, ndim, d0, d1, &v, e);
+    if (rc == 0) lerr_set(e, "%s: missing tensor '%s'", st_path(f), key);
+    return rc == 1 ? v : NULL;
 }
 
 static double meta_num(const cJSON *o, const char *key, int *bad) {
@@ -92,42 +81,65 @@ static double meta_num(const cJSON *o, const char *key, int *bad) {
     return it->valuedouble;
 }
 
-/* One forward (+ backward when grad != NULL) on batch k of train.safetensors.
- * Returns the mean loss; grad receives the gradient of the mean. */
-static double run_batch(const gpt2 *m, const lora_adapter *a, gpt2_acts *s, const st_file *train, int k, int B, int T,
+/* One forward (+ backward when grad != NULL) on batch k of train.safetensors:
+ * step{k}.input_ids and, when present, attention_mask, token_type_ids and
+ * labels (causal LM without labels: the input ids). Returns the mean loss;
+ * grad receives the gradient of the mean. */
+static double run_batch(const model *m, const lora_adapter *a, model_ws *s, const st_file *train, int k, int B, int T,
                         float *grad, struct lerr *e, int *err) {
     char key[64];
+    int32_t *ids = NULL, *mask = NULL, *types = NULL, *labels = NULL;
+    double loss = 0;
     snprintf(key, sizeof key, "step%d.input_ids", k);
-    int32_t *ids = ref_ids(train, key, B, T, e);
+    if (!(ids = ref_ints(train, key, 2, B, T, e))) goto fail;
+    snprintf(key, sizeof key, "step%d.attention_mask", k);
+    if (st_find(train, key) && !(mask = ref_ints(train, key, 2, B, T, e))) goto fail;
+    snprintf(key, sizeof key, "step%d.token_type_ids", k);
+    if (st_find(train, key) && !(types = ref_ints(train, key, 2, B, T, e))) goto fail;
     snprintf(key, sizeof key, "step%d.labels", k);
-    int32_t *labels = st_find(train, key) ? ref_ids(train, key, B, T, e) : NULL;
-    if (!ids || (st_find(train, key) && !labels)) {
-        free(ids);
-        *err = 1;
-        return 0;
-    }
+    if (st_find(train, key) && !(labels = ref_ints(train, key, m->task == TASK_SEQ_CLS ? 1 : 2, B, T, e))) goto fail;
     for (int i = 0; i < B * T; i++)
-        if (ids[i] < 0 || ids[i] >= m->cfg.vocab_size) {
+        if (ids[i] < 0 || ids[i] >= m->vocab) {
             lerr_set(e, "%s: step%d.input_ids holds token %d outside the vocabulary (%d)", st_path(train), k, ids[i],
-                     m->cfg.vocab_size);
-            free(ids);
-            free(labels);
-            *err = 1;
-            return 0;
+                     m->vocab);
+            goto fail;
         }
-    int32_t *targets = xmalloc(sizeof(int32_t) * (size_t)B * T);
-    gpt2_targets_from_labels(targets, labels ? labels : ids, B, T);
+    int nl = m->task == TASK_SEQ_CLS ? B : B * T;
+    for (int i = 0; labels && m->task != TASK_CAUSAL_LM && i < nl; i++)
+        if (labels[i] != -100 && (labels[i] < 0 || labels[i] >= (m->n_labels > 1 ? m->n_labels : 1))) {
+            lerr_set(e, "%s: step%d.labels holds %d, outside the model's %d labels", st_path(train), k, labels[i],
+                     m->n_labels);
+            goto fail;
+        }
+    model_batch mb = {.tokens = ids, .mask = mask, .type_ids = types, .B = B, .T = T,
+                      .labels = labels ? labels : m->task == TASK_CAUSAL_LM ? ids : NULL};
     int64_t n = 0;
-    double sum = gpt2_forward(m, a, s, ids, targets, B, T, 0, 0, NULL, &n);
+    double sum = model_forward(m, a, s, &mb, 0, 0, &n);
     if (grad) {
         memset(grad, 0, sizeof(float) * a->n_params);
-        gpt2_backward(m, a, s, grad, 1.0f);
+        model_backward(m, a, s, grad, 1.0f);
         grad_scale(grad, a->n_params, 1.0f / (float)n);
     }
+    loss = n ? sum / (double)n : 0.0;
+    goto done;
+fail:
+    *err = 1;
+done:
     free(ids);
+    free(mask);
+    free(types);
     free(labels);
-    free(targets);
-    return n ? sum / (double)n : 0.0;
+    return loss;
+}
+
+/* The model's output of the last forward and its size. */
+static const float *out_of(const model *m, const model_ws *s, long *n) {
+    int nd;
+    int64_t sh[3];
+    const float *o = model_output(m, s, &nd, sh);
+    *n = 1;
+    for (int d = 0; d < nd; d++) *n *= (long)sh[d];
+    return o;
 }
 
 int parity_run(const char *dir, double tol, FILE *out) {
@@ -135,10 +147,10 @@ int parity_run(const char *dir, double tol, FILE *out) {
     char path[4200];
     report rp = {out, tol, 0, "", 0, 0};
     int rc = 2;
-    gpt2 m = {0}, merged = {0};
+    model m = {0}, merged = {0};
     lora_adapter a = {0}, trained = {0};
     st_file *fwd = NULL, *grads = NULL, *train = NULL, *mref = NULL;
-    gpt2_acts *s = NULL;
+    model_ws *s = NULL;
     float *grad = NULL, *mom = NULL, *vel = NULL, *ref = NULL;
     cJSON *meta = NULL;
 
@@ -154,10 +166,6 @@ int parity_run(const char *dir, double tol, FILE *out) {
     const cJSON *fam = cJSON_GetObjectItemCaseSensitive(meta, "family");
     if (!cJSON_IsString(fam)) {
         lerr_set(&e, "%s: missing \"family\"", path);
-        goto fail;
-    }
-    if (strcmp(fam->valuestring, "gpt2")) {
-        lerr_set(&e, "%s: family \"%s\" is not supported yet (this build checks gpt2 fixtures)", path, fam->valuestring);
         goto fail;
     }
     int bad = 0;
@@ -183,13 +191,18 @@ int parity_run(const char *dir, double tol, FILE *out) {
     }
 
     snprintf(path, sizeof path, "%s/base", dir);
-    if (gpt2_open(&m, path, &e)) goto fail;
-    if (T > m.cfg.n_positions) {
-        lerr_set(&e, "%s: seq_len %d exceeds n_positions %d", dir, T, m.cfg.n_positions);
+    if (model_open(&m, path, NULL, &e)) goto fail;
+    if (strcmp(fam->valuestring, m.fam->model_type)) {
+        lerr_set(&e, "%s/meta.json: family \"%s\" but base/config.json's model_type is \"%s\"", dir, fam->valuestring,
+                 m.fam->model_type);
+        goto fail;
+    }
+    if (T > m.max_positions) {
+        lerr_set(&e, "%s: seq_len %d exceeds the model's %d positions", dir, T, m.max_positions);
         goto fail;
     }
     snprintf(path, sizeof path, "%s/lora-init", dir);
-    if (lora_load_peft(&a, path, m.sites, m.n_sites, &e)) goto fail;
+    if (model_load_peft(&a, &m, path, &e)) goto fail;
     snprintf(path, sizeof path, "%s/forward.safetensors", dir);
     if (!(fwd = st_open(path, &e))) goto fail;
     snprintf(path, sizeof path, "%s/grads.safetensors", dir);
@@ -197,32 +210,41 @@ int parity_run(const char *dir, double tol, FILE *out) {
     snprintf(path, sizeof path, "%s/train.safetensors", dir);
     if (!(train = st_open(path, &e))) goto fail;
 
-    fprintf(out, "parity %s: gpt2 L=%d C=%d H=%d V=%d; LoRA r=%d alpha=%g%s on %d modules; B=%d T=%d\n", dir,
-            m.cfg.n_layer, m.cfg.n_embd, m.cfg.n_head, m.cfg.vocab_size, a.spec.r, a.spec.alpha,
+    fprintf(out, "parity %s: %s %s, %d tensors, V=%d; LoRA r=%d alpha=%g%s on %d modules; B=%d T=%d\n", dir,
+            m.fam->model_type, model_task_name(m.task), m.n_tensor, m.vocab, a.spec.r, a.spec.alpha,
             a.spec.rslora ? " (rsLoRA)" : "", a.n_mod, B, T);
     char line[200];
     lora_params_line(line, sizeof line, (int64_t)a.n_params, m.n_params);
     fprintf(out, "  %s\n", line);
     fprintf(out, "  %-66s %10s %10s\n", "tensor", "rel_err", "max_abs");
     {
-        float ours[2] = {(float)a.n_params, (float)(a.n_params + (size_t)m.n_params)};
-        float refv[2] = {(float)ref_trainable, (float)ref_all};
-        check(&rp, "param counts (trainable, all) vs meta.json", ours, refv, 2);
+        /* peft's counts are integers: equal exactly */
+        int64_t tr = (int64_t)a.n_params, all = (int64_t)a.n_params + m.n_params;
+        int ok = tr == ref_trainable && all == ref_all;
+        rp.n++;
+        if (!ok) rp.failed++;
+        fprintf(out, "  %-66s %10s %10s  %s\n", "param counts (trainable, all) vs meta.json", ok ? "equal" : "differ",
+                "", ok ? "ok" : "FAIL");
+        if (!ok)
+            fprintf(out, "    ours %lld, %lld; peft's %lld, %lld\n", (long long)tr, (long long)all,
+                    (long long)ref_trainable, (long long)ref_all);
     }
 
-    long NV = (long)B * T * m.cfg.vocab_size;
-    s = gpt2_acts_create(&m, &a, B, T);
+    long NV;
+    s = model_ws_create(&m, &a, B, T);
     grad = xcalloc(a.n_params, sizeof(float));
     int err = 0;
     /* base logits */
     run_batch(&m, NULL, s, train, 0, B, T, NULL, &e, &err);
+    const float *o = out_of(&m, s, &NV);
     if (err || !(ref = ref_f32(fwd, "base_logits", NV, &e))) goto fail;
-    check(&rp, "base_logits", gpt2_logits(s), ref, NV);
+    check(&rp, "base_logits", o, ref, NV);
     free(ref);
     /* lora-init: logits, loss, gradients */
     float loss = (float)run_batch(&m, &a, s, train, 0, B, T, NULL, &e, &err);
+    o = out_of(&m, s, &NV);
     if (err || !(ref = ref_f32(fwd, "logits", NV, &e))) goto fail;
-    check(&rp, "logits (lora-init)", gpt2_logits(s), ref, NV);
+    check(&rp, "logits (lora-init)", o, ref, NV);
     free(ref);
     if (!(ref = ref_f32(fwd, "loss", 1, &e))) goto fail;
     check(&rp, "loss (lora-init)", &loss, ref, 1);
@@ -257,7 +279,7 @@ int parity_run(const char *dir, double tol, FILE *out) {
     free(losses);
     /* trained adapter vs peft's */
     snprintf(path, sizeof path, "%s/lora-trained", dir);
-    if (lora_load_peft(&trained, path, m.sites, m.n_sites, &e)) goto fail;
+    if (model_load_peft(&trained, &m, path, &e)) goto fail;
     if (trained.n_params != a.n_params) {
         lerr_set(&e, "%s: layout differs from lora-init", path);
         goto fail;
@@ -274,14 +296,16 @@ int parity_run(const char *dir, double tol, FILE *out) {
         check(&rp, name, a.w + t->off, trained.w + u->off, (long)t->rows * t->cols);
     }
     run_batch(&m, &a, s, train, 0, B, T, NULL, &e, &err);
+    o = out_of(&m, s, &NV);
     if (err || !(ref = ref_f32(train, "trained_logits", NV, &e))) goto fail;
-    check(&rp, "trained_logits", gpt2_logits(s), ref, NV);
+    check(&rp, "trained_logits", o, ref, NV);
     free(ref);
     /* merged model: logits and every weight */
-    gpt2_merge(&merged, &m, &a);
+    if (model_merge(&merged, &m, &a, &e)) goto fail;
     run_batch(&merged, NULL, s, train, 0, B, T, NULL, &e, &err);
+    o = out_of(&merged, s, &NV);
     if (err || !(ref = ref_f32(train, "merged_logits", NV, &e))) goto fail;
-    check(&rp, "merged_logits", gpt2_logits(s), ref, NV);
+    check(&rp, "merged_logits", o, ref, NV);
     free(ref);
     ref = NULL;
     snprintf(path, sizeof path, "%s/merged/model.safetensors", dir);
@@ -293,20 +317,20 @@ int parity_run(const char *dir, double tol, FILE *out) {
             lerr_set(&e, "cannot create a temporary directory");
             goto fail;
         }
-        int wrc = gpt2_save_merged(&m, &a, tmpd, &e);
+        int wrc = model_save_merged(&m, &a, tmpd, &e);
         snprintf(path, sizeof path, "%s/model.safetensors", tmpd);
         st_file *ours = wrc ? NULL : st_open(path, &e);
         int nchk = 0;
         for (int i = 0; ours && i < st_count(mref); i++) {
             const st_tensor *t = st_at(mref, i);
-            const st_tensor *o = st_find(ours, t->name);
-            if (!o || o->numel != t->numel) {
+            const st_tensor *ot = st_find(ours, t->name);
+            if (!ot || ot->numel != t->numel) {
                 lerr_set(&e, "merged model lacks '%s' or its shape differs", t->name);
                 wrc = -1;
                 break;
             }
             float *x = xmalloc(sizeof(float) * (size_t)t->numel), *y = xmalloc(sizeof(float) * (size_t)t->numel);
-            if (st_to_f32(x, o, &e) || st_to_f32(y, t, &e)) wrc = -1;
+            if (st_to_f32(x, ot, &e) || st_to_f32(y, t, &e)) wrc = -1;
             char name[300];
             snprintf(name, sizeof name, "merged %s", t->name);
             if (!wrc) check(&rp, name, x, y, (long)t->numel);
@@ -331,7 +355,7 @@ fail:
     rc = 2;
 done:
     cJSON_Delete(meta);
-    gpt2_acts_free(s);
+    if (s) model_ws_free(&m, s);
     free(grad);
     free(mom);
     free(vel);
@@ -341,7 +365,7 @@ done:
     st_close(mref);
     lora_free(&a);
     lora_free(&trained);
-    gpt2_free(&m);
-    gpt2_free(&merged);
+    model_free(&m);
+    model_free(&merged);
     return rc;
 }

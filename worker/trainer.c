@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "merge.h"
 #include "optim.h"
 
 static void rc_to_spec(lora_spec *s, const run_config *c) {
@@ -31,13 +30,19 @@ static int check_vocab(const tok_file *f, int vocab, struct lerr *e) {
     return 0;
 }
 
-int train_ctx_open(train_ctx *t, const run_config *c, const gpt2_alloc *al, struct lerr *e) {
+int train_ctx_open(train_ctx *t, const run_config *c, const model_alloc *al, struct lerr *e) {
     memset(t, 0, sizeof *t);
     t->cfg = *c;
     if (c->threads > 0) omp_set_num_threads(c->threads);
-    if (gpt2_open_shared(&t->model, c->model_path, al, e)) return -1;
-    if (c->seq_len > t->model.cfg.n_positions) {
-        lerr_set(e, "[data] seq_len %d exceeds the model's n_positions %d", c->seq_len, t->model.cfg.n_positions);
+    if (model_open(&t->model, c->model_path, al, e)) return -1;
+    if (t->model.task != TASK_CAUSAL_LM) {
+        lerr_set(e, "%s: a %s model (task %s): training it from token files is not supported yet", c->model_path,
+                 t->model.fam->model_type, model_task_name(t->model.task));
+        goto fail;
+    }
+    if (c->seq_len > t->model.max_positions) {
+        lerr_set(e, "[data] seq_len %d exceeds the model's n_positions (maximum positions) %d", c->seq_len,
+                 t->model.max_positions);
         goto fail;
     }
     if (c->full_finetune) {
@@ -46,9 +51,9 @@ int train_ctx_open(train_ctx *t, const run_config *c, const gpt2_alloc *al, stru
                      c->init_from[0] ? "[lora] init_from" : "[checkpoint] dir");
             goto fail;
         }
-        if (gpt2_full_adapter(&t->model, &t->ad, e)) goto fail;
+        if (model_full_adapter(&t->ad, &t->model, e)) goto fail;
     } else if (c->init_from[0]) {
-        if (lora_load_peft(&t->ad, c->init_from, t->model.sites, t->model.n_sites, e)) goto fail;
+        if (model_load_peft(&t->ad, &t->model, c->init_from, e)) goto fail;
         if (t->ad.spec.r != c->r) {
             lerr_set(e, "[lora] init_from %s has r=%d but the config says r=%d", c->init_from, t->ad.spec.r, c->r);
             goto fail;
@@ -56,19 +61,19 @@ int train_ctx_open(train_ctx *t, const run_config *c, const gpt2_alloc *al, stru
     } else {
         lora_spec spec;
         rc_to_spec(&spec, c);
-        if (lora_create(&t->ad, &spec, t->model.sites, t->model.n_sites, 1, e)) {
+        if (model_adapter_create(&t->ad, &spec, &t->model, 1, e)) {
             lerr_prefix(e, "[lora] targets");
             goto fail;
         }
-        lora_init(&t->ad, c->init_seed);
+        model_adapter_init(&t->ad, &t->model, c->init_seed);
     }
     if (c->train_path[0]) {
-        if (!(t->train = tok_open(c->train_path, e)) || check_vocab(t->train, t->model.cfg.vocab_size, e)) goto fail;
+        if (!(t->train = tok_open(c->train_path, e)) || check_vocab(t->train, t->model.vocab, e)) goto fail;
         if (data_order_init(&t->order, tok_count(t->train), c->seq_len, c->data_seed, (data_mode)c->sampling, e))
             goto fail;
     }
     if (c->val_path[0]) {
-        if (!(t->val = tok_open(c->val_path, e)) || check_vocab(t->val, t->model.cfg.vocab_size, e)) goto fail;
+        if (!(t->val = tok_open(c->val_path, e)) || check_vocab(t->val, t->model.vocab, e)) goto fail;
         if (tok_count(t->val) < c->seq_len) {
             lerr_set(e, "%s: %lld tokens, fewer than one window of seq_len %d", c->val_path,
                      (long long)tok_count(t->val), c->seq_len);
@@ -82,15 +87,14 @@ fail:
 }
 
 void train_ctx_close(train_ctx *t) {
-    gpt2_acts_free(t->acts);
+    if (t->acts) model_ws_free(&t->model, t->acts);
     free(t->tokens);
-    free(t->targets);
     free(t->ids);
     data_order_free(&t->order);
     tok_close(t->train);
     tok_close(t->val);
     lora_free(&t->ad);
-    gpt2_free(&t->model);
+    model_free(&t->model);
     memset(t, 0, sizeof *t);
 }
 
@@ -100,13 +104,11 @@ void train_ctx_close(train_ctx *t) {
 static void ensure_acts(train_ctx *t, int B) {
     if (t->acts && t->acts_B >= B) return;
     int T = t->cfg.seq_len;
-    gpt2_acts_free(t->acts);
+    if (t->acts) model_ws_free(&t->model, t->acts);
     free(t->tokens);
-    free(t->targets);
     free(t->ids);
-    t->acts = gpt2_acts_create(&t->model, &t->ad, B, T);
+    t->acts = model_ws_create(&t->model, &t->ad, B, T);
     t->tokens = xmalloc(sizeof(int32_t) * (size_t)B * T);
-    t->targets = xmalloc(sizeof(int32_t) * (size_t)B * T);
     t->ids = xmalloc(sizeof(int64_t) * (size_t)B);
     t->acts_B = B;
 }
@@ -122,11 +124,10 @@ double train_grad(train_ctx *t, int64_t g0, int64_t n, float *grad, int64_t *n_t
         int b = (int)(n - done < t->cfg.batch_size ? n - done : t->cfg.batch_size);
         data_fill(t->train, &t->order, g0 + done, b, t->tokens);
         for (int i = 0; i < b; i++) t->ids[i] = g0 + done + i;
-        gpt2_targets_from_labels(t->targets, t->tokens, b, T);
+        model_batch mb = {.tokens = t->tokens, .labels = t->tokens, .sample_ids = t->ids, .B = b, .T = T};
         int64_t k = 0;
-        sum += gpt2_forward(&t->model, &t->ad, t->acts, t->tokens, t->targets, b, T, 1, t->cfg.init_seed ^ 0x5eedull,
-                            t->ids, &k);
-        gpt2_backward(&t->model, &t->ad, t->acts, grad, 1.0f);
+        sum += model_forward(&t->model, &t->ad, t->acts, &mb, 1, t->cfg.init_seed ^ 0x5eedull, &k);
+        model_backward(&t->model, &t->ad, t->acts, grad, 1.0f);
         ntok += k;
         done += b;
     }
@@ -144,16 +145,24 @@ double train_eval(train_ctx *t, const tok_file *f, int n_windows) {
         int b = n_windows - w < B ? n_windows - w : B;
         for (int i = 0; i < b; i++)
             tok_read(f, data_val_offset(tok_count(f), T, n_windows, w + i), T, t->tokens + (size_t)i * T);
-        gpt2_targets_from_labels(t->targets, t->tokens, b, T);
+        model_batch mb = {.tokens = t->tokens, .labels = t->tokens, .B = b, .T = T};
         int64_t k = 0;
-        total += gpt2_forward(&t->model, &t->ad, t->acts, t->tokens, t->targets, b, T, 0, 0, NULL, &k);
+        total += model_forward(&t->model, &t->ad, t->acts, &mb, 0, 0, &k);
     }
     return total / ((double)n_windows * (T - 1));
 }
 
 int train_save(train_ctx *t, const char *dir, struct lerr *e) {
-    if (t->ad.full) return gpt2_save_merged(&t->model, NULL, dir, e);
-    return lora_save_peft(&t->ad, dir, t->cfg.model_path, "CAUSAL_LM", 1, e);
+    if (t->ad.full) return model_save_merged(&t->model, &t->ad, dir, e);
+    return model_save_peft(&t->ad, &t->model, dir, e);
+}
+
+int64_t train_test_hook_nan(void) {
+    const char *v = getenv("LORA_TEST_NAN");
+    long r;
+    long long x;
+    if (!v || sscanf(v, "%ld:%lld", &r, &x) != 2 || r != 0) return -1;
+    return (int64_t)x;
 }
 
 int trainer_parse_args(run_config *c, int argc, char **argv, const char **extra_key, const char **extra_val,
@@ -216,8 +225,12 @@ int trainer_main(int argc, char **argv, int eval_only) {
     size_t n = t.ad.n_params;
     float *grad = xalloc_aligned(n * sizeof(float)), *m = xalloc_aligned(n * sizeof(float)),
           *v = xalloc_aligned(n * sizeof(float));
-    adamw_hparams hp = {c.beta1, c.beta2, c.eps, c.weight_decay};
-    lr_schedule sched = {(sched_kind)c.schedule, c.lr, c.warmup_steps, c.steps, c.min_lr_ratio};
+    optim_policy pol = {{c.beta1, c.beta2, c.eps, c.weight_decay},
+                        {(sched_kind)c.schedule, c.lr, c.warmup_steps, c.steps, c.min_lr_ratio},
+                        c.grad_clip,
+                        c.nan_policy};
+    int64_t applied = 0, skipped = 0;
+    int64_t hook_nan = train_test_hook_nan();
     double val0 = NAN, val1 = NAN;
     if (t.val) {
         val0 = train_eval(&t, t.val, c.val_windows);
@@ -233,20 +246,20 @@ int trainer_main(int argc, char **argv, int eval_only) {
         double loss_sum = train_grad(&t, step * G, G, grad, &ntok);
         double loss = ntok ? loss_sum / (double)ntok : 0;
         grad_scale(grad, n, ntok ? 1.0f / (float)ntok : 0.0f);
+        if (hook_nan == step) grad[n / 2] = NAN; /* test hook: a step the policy must skip */
         double norm = sqrt(grad_sq_sum(grad, n));
-        if (!isfinite(loss) || !isfinite(norm)) {
+        float lr;
+        optim_outcome oc = optim_update(&pol, t.ad.w, m, v, grad, n, isfinite(loss), norm, step, &applied, &lr);
+        if (oc != OPT_APPLIED) {
             fprintf(stderr, "step %lld: non-finite loss or gradient (loss %g, grad norm %g)%s\n", (long long)step + 1,
-                    loss, norm, c.nan_policy ? "; aborting ([system] nan_policy = abort)" : "; step skipped");
-            if (c.nan_policy) {
+                    loss, norm, oc == OPT_ABORT ? "; aborting ([system] nan_policy = abort)" : "; step skipped");
+            if (oc == OPT_ABORT) {
                 rc = 1;
                 break;
             }
+            skipped++;
             continue;
         }
-        float coef = clip_coef(norm, c.grad_clip);
-        if (coef < 1.0f) grad_scale(grad, n, coef);
-        float lr = lr_at(&sched, step);
-        adamw_step(t.ad.w, m, v, grad, n, step + 1, lr, &hp);
         tokens_done += ntok;
         double dt = now_s() - ts;
         if (c.log_every > 0 && ((step + 1) % c.log_every == 0 || step + 1 == c.steps))
