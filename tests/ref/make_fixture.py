@@ -23,6 +23,8 @@ import warnings
 
 import torch
 
+from fixture_llama import LLAMA_FAMILIES
+
 
 def draw_gpt2(rng):
     H = rng.choice([1, 2, 3, 4])
@@ -67,7 +69,7 @@ def build_gpt2(d, gen):
 
 
 # family -> (draw(rng) -> dict with "model", "B", "T", "targets"; build(d, gen) -> (model, batches, task))
-FAMILIES = {"gpt2": (draw_gpt2, build_gpt2)}
+FAMILIES = {"gpt2": (draw_gpt2, build_gpt2), **LLAMA_FAMILIES}
 
 
 def draw(family, seed):
