@@ -109,6 +109,13 @@ def peft_key(name):
     return name.replace(".modules_to_save.default.", ".").replace(".default.", ".").replace(".default", "")
 
 
+def save_adapter(pm, path):
+    """peft's save_pretrained without the model card (README.md) it adds: the shipped layout has none."""
+    pm.save_pretrained(path)
+    if os.path.exists(f"{path}/README.md"):
+        os.remove(f"{path}/README.md")
+
+
 def forward(model, batch):
     return model(**batch)
 
@@ -139,7 +146,7 @@ def make(family, seed, out):
         for name, p in pm.named_parameters():
             if "lora_B" in name:
                 p.copy_(0.02 * torch.randn(p.shape, generator=gen))
-    pm.save_pretrained(f"{out}/lora-init")
+    save_adapter(pm, f"{out}/lora-init")
     trainable = [(n, p) for n, p in pm.named_parameters() if p.requires_grad]
     n_train, n_all = pm.get_nb_trainable_parameters()
 
@@ -160,7 +167,7 @@ def make(family, seed, out):
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-    pm.save_pretrained(f"{out}/lora-trained")
+    save_adapter(pm, f"{out}/lora-trained")
     with torch.no_grad():
         trained_logits = forward(pm, batches[0]).logits.detach().clone()
         merged = copy.deepcopy(pm).merge_and_unload()
