@@ -4,7 +4,7 @@
 meta.json) with HF transformers + peft on the CPU in float32, for a random
 configuration drawn from a family name and a seed.
 
-    make_fixture.py FAMILY SEED OUT_DIR        (FAMILY: gpt2)
+    make_fixture.py FAMILY SEED OUT_DIR        (FAMILY: gpt2, bert-cls, bert-ner)
     make_fixture.py FAMILY --seeds S1,S2,... OUT_ROOT
                                  (a folder OUT_ROOT/SEED per seed, in one Python start)
     make_fixture.py FAMILY SEED --describe     (prints the drawn configuration)
@@ -12,7 +12,9 @@ configuration drawn from a family name and a seed.
 The same (family, seed) gives the same configuration and the same numbers on
 the same pinned versions (tests/ref/requirements.txt). Each family is one
 `draw_*` (the random configuration) and one `build_*` (the HF model, its
-batches and its peft config); everything else is shared.
+batches and its peft config); everything else is shared. The BERT families
+live in fixture_bert.py; a draw may also set "family" (meta.json's name for
+it), "loss" (meta.json's description) and "exclude_modules" (for LoraConfig).
 """
 import copy
 import json
@@ -23,6 +25,7 @@ import warnings
 
 import torch
 
+from fixture_bert import build_bert_cls, build_bert_ner, draw_bert_cls, draw_bert_ner
 from fixture_llama import LLAMA_FAMILIES
 
 
@@ -69,7 +72,8 @@ def build_gpt2(d, gen):
 
 
 # family -> (draw(rng) -> dict with "model", "B", "T", "targets"; build(d, gen) -> (model, batches, task))
-FAMILIES = {"gpt2": (draw_gpt2, build_gpt2), **LLAMA_FAMILIES}
+FAMILIES = {"gpt2": (draw_gpt2, build_gpt2), **LLAMA_FAMILIES, "bert-cls": (draw_bert_cls, build_bert_cls),
+            "bert-ner": (draw_bert_ner, build_bert_ner)}
 
 
 def draw(family, seed):
@@ -111,6 +115,13 @@ def peft_key(name):
     return name.replace(".modules_to_save.default.", ".").replace(".default.", ".").replace(".default", "")
 
 
+def save_adapter(pm, path):
+    """peft's save_pretrained without the model card (README.md) it adds: the shipped layout has none."""
+    pm.save_pretrained(path)
+    if os.path.exists(f"{path}/README.md"):
+        os.remove(f"{path}/README.md")
+
+
 def forward(model, batch):
     return model(**batch)
 
@@ -133,7 +144,7 @@ def make(family, seed, out):
         base_logits = forward(model, batches[0]).logits.detach().clone()
 
     lcfg = LoraConfig(r=d["r"], lora_alpha=d["lora_alpha"], use_rslora=d["use_rslora"], lora_dropout=0.0,
-                      target_modules=d["targets"], task_type=task)
+                      target_modules=d["targets"], exclude_modules=d.get("exclude_modules"), task_type=task)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # peft says it sets fan_in_fan_out for Conv1D
         pm = get_peft_model(model, lcfg)
@@ -141,7 +152,7 @@ def make(family, seed, out):
         for name, p in pm.named_parameters():
             if "lora_B" in name:
                 p.copy_(0.02 * torch.randn(p.shape, generator=gen))
-    pm.save_pretrained(f"{out}/lora-init")
+    save_adapter(pm, f"{out}/lora-init")
     trainable = [(n, p) for n, p in pm.named_parameters() if p.requires_grad]
     n_train, n_all = pm.get_nb_trainable_parameters()
 
@@ -162,7 +173,7 @@ def make(family, seed, out):
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-    pm.save_pretrained(f"{out}/lora-trained")
+    save_adapter(pm, f"{out}/lora-trained")
     with torch.no_grad():
         trained_logits = forward(pm, batches[0]).logits.detach().clone()
         merged = copy.deepcopy(pm).merge_and_unload()
@@ -176,9 +187,10 @@ def make(family, seed, out):
     save_file(train, f"{out}/train.safetensors")
 
     with open(f"{out}/lora-init/adapter_config.json") as f:
-        saved_targets = json.load(f)["target_modules"]
+        saved = json.load(f)
+    saved_targets = saved["target_modules"]
     meta = {
-        "family": family,
+        "family": d.get("family", family),
         "task": task,
         "seed": seed,
         "batch": d["B"],
@@ -191,8 +203,8 @@ def make(family, seed, out):
         "lora_dropout": 0.0,
         "init": "lora_A: peft default (kaiming-uniform a=sqrt(5)); lora_B: overwritten with N(0, 0.02^2) so all "
                 "grads are nonzero",
-        "loss": "mean token cross-entropy over shifted next-token targets (causal LM); mean cross-entropy over "
-                "sequences (SEQ_CLS)",
+        "loss": d.get("loss", "mean token cross-entropy over shifted next-token targets (causal LM); "
+                      "mean cross-entropy over sequences (SEQ_CLS)"),
         "optimizer": {"name": "AdamW (torch.optim.AdamW, decoupled weight decay, bias-corrected)", "lr": d["lr"],
                       "betas": list(d["betas"]), "eps": d["eps"], "weight_decay": d["weight_decay"],
                       "steps": len(batches)},
@@ -201,6 +213,7 @@ def make(family, seed, out):
         "losses": losses,
         "max_abs_merged_vs_adapter_logits": (merged_logits - trained_logits).abs().max().item(),
         "model": d["model"],
+        **({"exclude_modules": saved["exclude_modules"]} if saved.get("exclude_modules") else {}),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "peft": peft.__version__},
     }
