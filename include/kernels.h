@@ -22,6 +22,15 @@ void matmul_forward(float *out, const float *in, const float *w, const float *bi
 /* din (N, C) (+)= dout (N, OC) . w^T; accumulate 0 overwrites. */
 void matmul_backward_input(float *din, const float *dout, const float *w, int N, int C, int OC, int accumulate);
 
+/* out (N, OC) = in (N, C) . w^T [+ bias (OC)], w (OC, C) in nn.Linear layout.
+ * beta 0 overwrites out, 1 accumulates (the bias is added either way). */
+void linear_forward(float *out, const float *in, const float *w, const float *bias, int N, int C, int OC, float beta);
+/* din (N, C) (+)= dout (N, OC) . w (OC, C); accumulate 0 overwrites. */
+void linear_backward_input(float *din, const float *dout, const float *w, int N, int C, int OC, int accumulate);
+/* dw (OC, C) += dout^T (OC, N) . in (N, C): an nn.Linear weight's gradient
+ * (the bias gradient is kernels.h's bias_backward). */
+void linear_backward_weight(float *dw, const float *in, const float *dout, int N, int C, int OC);
+
 /* out = (x - mean) * rstd * w + b per row; mean/rstd (N) saved for backward. */
 void layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w, const float *b, int N,
                        int C, float eps);

@@ -1,6 +1,5 @@
 /*
- * Kernels the BERT family needs beyond include/kernels.h: nn.Linear-layout
- * matmuls, bidirectional self-attention with a key padding mask, the
+ * Kernels the BERT family needs beyond include/kernels.h: bidirectional self-attention with a key padding mask, the
  * embeddings sum with token types, the pooler, and the regression loss.
  *
  * Same conventions as kernels.h: row-major float buffers, outputs first, then
@@ -33,14 +32,7 @@
 
 #include <stdint.h>
 
-/* out (N, OC) = in (N, C) . w^T [+ bias (OC)], w (OC, C) in nn.Linear layout.
- * beta 0 overwrites out, 1 accumulates (the bias is added either way). */
-void linear_forward(float *out, const float *in, const float *w, const float *bias, int N, int C, int OC, float beta);
-/* din (N, C) (+)= dout (N, OC) . w (OC, C); accumulate 0 overwrites. */
-void linear_backward_input(float *din, const float *dout, const float *w, int N, int C, int OC, int accumulate);
-/* dw (OC, C) += dout^T (OC, N) . in (N, C): an nn.Linear weight's gradient
- * (the bias gradient is kernels.h's bias_backward). */
-void linear_backward_weight(float *dw, const float *in, const float *dout, int N, int C, int OC);
+/* The nn.Linear-layout matmuls (linear_forward, ...) are in kernels.h. */
 
 /* out = a + b elementwise (n floats): the post-LN residual x + sublayer(x). */
 void residual_forward(float *out, const float *a, const float *b, long n);

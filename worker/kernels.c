@@ -314,3 +314,29 @@ void embedding_backward(float *dwte, float *dwpe, const float *dout, const int32
         }
     }
 }
+
+void linear_forward(float *out, const float *in, const float *w, const float *bias, int N, int C, int OC, float beta) {
+    if (bias) {
+        if (beta == 0.0f) {
+#pragma omp parallel for schedule(static)
+            for (int i = 0; i < N; i++) memcpy(out + (long)i * OC, bias, sizeof(float) * (size_t)OC);
+        } else {
+#pragma omp parallel for schedule(static)
+            for (int i = 0; i < N; i++) {
+                float *o = out + (long)i * OC;
+                for (int j = 0; j < OC; j++) o[j] += bias[j];
+            }
+        }
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, in, C, w, C, beta, out, OC);
+}
+
+void linear_backward_input(float *din, const float *dout, const float *w, int N, int C, int OC, int accumulate) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, w, C, accumulate ? 1.0f : 0.0f,
+                din, C);
+}
+
+void linear_backward_weight(float *dw, const float *in, const float *dout, int N, int C, int OC) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, in, C, 1.0f, dw, C);
+}

@@ -493,21 +493,10 @@ void model_linear_forward(const model *m, const lora_adapter *a, lora_ws *w, int
                           int N, float beta) {
     const lora_site *s = &m->site[site];
     const float *W = model_w(m, a, s->w), *b = s->b >= 0 ? model_w(m, a, s->b) : NULL;
-    if (s->layout == LORA_IN_OUT) {
+    if (s->layout == LORA_IN_OUT)
         matmul_forward(out, x, W, b, N, s->in, s->out, beta);
-    } else {
-        if (b && beta == 0.0f) {
-#pragma omp parallel for schedule(static)
-            for (int i = 0; i < N; i++) memcpy(out + (size_t)i * s->out, b, sizeof(float) * (size_t)s->out);
-            beta = 1.0f;
-        } else if (b) {
-#pragma omp parallel for schedule(static)
-            for (int i = 0; i < N; i++)
-                for (int o = 0; o < s->out; o++) out[(size_t)i * s->out + o] += b[o];
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, s->out, s->in, 1.0f, x, s->in, W, s->in, beta, out,
-                    s->out);
-    }
+    else
+        linear_forward(out, x, W, b, N, s->in, s->out, beta);
     lora_forward(a, w, site, out, x, N, s->in, s->out);
 }
 
@@ -518,17 +507,15 @@ void model_linear_backward(const model *m, const lora_adapter *a, lora_ws *w, in
     if (dx) {
         if (s->layout == LORA_IN_OUT)
             matmul_backward_input(dx, dout, W, N, s->in, s->out, 0);
-        else /* dx (N, in) = dout (N, out) . W (out, in) */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, s->in, s->out, 1.0f, dout, s->out, W, s->in,
-                        0.0f, dx, s->in);
+        else
+            linear_backward_input(dx, dout, W, N, s->in, s->out, 0);
     }
     float *gW = model_g(a, grad, s->w), *gb = s->b >= 0 ? model_g(a, grad, s->b) : NULL;
     if (gW) {
         if (s->layout == LORA_IN_OUT)
             matmul_backward_weight(gW, x, dout, N, s->in, s->out);
-        else /* dW (out, in) += dout^T x */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s->out, s->in, N, 1.0f, dout, s->out, x, s->in, 1.0f,
-                        gW, s->in);
+        else
+            linear_backward_weight(gW, x, dout, N, s->in, s->out);
     }
     if (gb) bias_backward(gb, dout, N, s->out);
     lora_backward(a, w, site, grad, dx, dout, x, N, s->in, s->out);
