@@ -57,6 +57,9 @@ typedef struct {
     int n_targets;
     char targets[LORA_MAX_TARGETS][LORA_NAME];
     int target_regex; /* targets[0] is a regex matched against whole names (peft's str form) */
+    int n_exclude;    /* peft's exclude_modules: sites never adapted (same matching as targets) */
+    char exclude[LORA_MAX_TARGETS][LORA_NAME];
+    int exclude_regex; /* exclude[0] is a regex */
     int n_save;       /* peft's modules_to_save: base modules trained as a whole (a classifier) */
     char save[LORA_MAX_SAVE][LORA_NAME];
 } lora_spec;

@@ -55,17 +55,34 @@ int lora_create(lora_adapter *a, const lora_spec *spec, const lora_site *sites, 
         }
         have_re = 1;
     }
+    regex_t xre;
+    int have_xre = 0;
+    if (spec->n_exclude && spec->exclude_regex) {
+        char pat[LORA_NAME + 8];
+        snprintf(pat, sizeof pat, "^(%s)$", spec->exclude[0]);
+        if (regcomp(&xre, pat, REG_EXTENDED | REG_NOSUB) != 0) {
+            if (have_re) regfree(&re);
+            lora_free(a);
+            return lerr_set(e, "exclude_modules regex '%s' does not compile", spec->exclude[0]);
+        }
+        have_xre = 1;
+    }
     int hits[LORA_MAX_TARGETS] = {0};
     size_t off = 0;
     for (int s = 0; s < n_sites; s++) {
-        int match = 0;
+        int match = 0, excluded = 0;
         if (have_re)
             match = regexec(&re, sites[s].name, 0, NULL, 0) == 0;
         else
             for (int t = 0; t < spec->n_targets; t++)
                 if (target_matches(sites[s].name, spec->targets[t])) match = 1, hits[t]++;
+        if (have_xre)
+            excluded = regexec(&xre, sites[s].name, 0, NULL, 0) == 0;
+        else
+            for (int t = 0; t < spec->n_exclude && !excluded; t++)
+                excluded = strcmp(spec->exclude[t], "all-linear") && target_matches(sites[s].name, spec->exclude[t]);
         a->site_mod[s] = -1;
-        if (!match) continue;
+        if (!match || excluded) continue;
         if (have_re) hits[0]++;
         lora_module *m = &a->mod[a->n_mod];
         m->site = s;
@@ -88,6 +105,7 @@ int lora_create(lora_adapter *a, const lora_spec *spec, const lora_site *sites, 
         a->site_mod[s] = a->n_mod++;
     }
     if (have_re) regfree(&re);
+    if (have_xre) regfree(&xre);
     if (strict && !have_re)
         for (int t = 0; t < spec->n_targets; t++)
             if (!hits[t]) {
@@ -232,7 +250,30 @@ int lora_read_peft_config(lora_spec *spec, const char *path, struct lerr *e) {
             snprintf(spec->save[spec->n_save++], LORA_NAME, "%s", it->valuestring);
         }
     }
-    static const char *must_be_empty[] = {"rank_pattern", "alpha_pattern", "layers_to_transform", "exclude_modules",
+    const cJSON *xm = cJSON_GetObjectItemCaseSensitive(j, "exclude_modules");
+    if (cJSON_IsString(xm)) {
+        if (strlen(xm->valuestring) >= LORA_NAME) {
+            lerr_set(e, "%s: exclude_modules regex too long", path);
+            goto out;
+        }
+        spec->exclude_regex = 1;
+        snprintf(spec->exclude[0], LORA_NAME, "%s", xm->valuestring);
+        spec->n_exclude = 1;
+    } else if (cJSON_IsArray(xm)) {
+        const cJSON *it;
+        cJSON_ArrayForEach(it, xm) {
+            if (!cJSON_IsString(it) || strlen(it->valuestring) >= LORA_NAME || spec->n_exclude >= LORA_MAX_TARGETS) {
+                lerr_set(e, "%s: exclude_modules must be at most %d strings shorter than %d characters", path,
+                         LORA_MAX_TARGETS, LORA_NAME);
+                goto out;
+            }
+            snprintf(spec->exclude[spec->n_exclude++], LORA_NAME, "%s", it->valuestring);
+        }
+    } else if (xm && !cJSON_IsNull(xm)) {
+        lerr_set(e, "%s: exclude_modules must be a list of module names, a regex, or null", path);
+        goto out;
+    }
+    static const char *must_be_empty[] = {"rank_pattern", "alpha_pattern", "layers_to_transform",
                                           "trainable_token_indices", "layer_replication"};
     for (size_t i = 0; i < sizeof must_be_empty / sizeof *must_be_empty; i++) {
         const cJSON *it = cJSON_GetObjectItemCaseSensitive(j, must_be_empty[i]);
@@ -339,6 +380,14 @@ int lora_save_peft(const lora_adapter *a, const char *dir, const char *base_mode
     cJSON_AddNullToObject(j, "layers_to_transform");
     cJSON_AddNumberToObject(j, "lora_alpha", a->spec.alpha);
     cJSON_AddNumberToObject(j, "lora_dropout", a->spec.dropout);
+    if (a->spec.n_exclude && a->spec.exclude_regex) {
+        cJSON_AddStringToObject(j, "exclude_modules", a->spec.exclude[0]);
+    } else if (a->spec.n_exclude) {
+        cJSON *xl = cJSON_AddArrayToObject(j, "exclude_modules");
+        for (int t = 0; t < a->spec.n_exclude; t++) cJSON_AddItemToArray(xl, cJSON_CreateString(a->spec.exclude[t]));
+    } else {
+        cJSON_AddNullToObject(j, "exclude_modules");
+    }
     if (a->spec.n_save) {
         cJSON *ml = cJSON_AddArrayToObject(j, "modules_to_save");
         for (int t = 0; t < a->spec.n_save; t++) cJSON_AddItemToArray(ml, cJSON_CreateString(a->spec.save[t]));
