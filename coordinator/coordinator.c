@@ -281,12 +281,12 @@ int ps_run(int argc, char **argv) {
         prog.tty = pm ? !strcmp(pm, "bar") : (isatty(STDOUT_FILENO) && !launched);
         if (cfg.metrics_path[0] && !(prog.metrics = fopen(cfg.metrics_path, "a")))
             ps_abort(p, 1, "[train] metrics: cannot open %s for appending", cfg.metrics_path);
-        if (r.t.val) {
-            val0 = train_eval(&r.t, r.t.val, cfg.val_windows);
+        if (train_has_val(&r.t)) {
+            val0 = train_eval(&r.t);
             printf("val loss before: %.4f\n", val0);
         }
         printf("%s: global batch %lld sequences of %d tokens per step, %lld steps, %s pushes\n",
-               cfg.staleness ? "SSP" : "BSP", (long long)r.G, cfg.seq_len, (long long)r.steps,
+               cfg.staleness ? "SSP" : "BSP", (long long)r.G, r.t.T, (long long)r.steps,
                wire_dtype_name(cfg.grad_dtype));
         fflush(stdout);
         prog.t0 = now_s();
@@ -340,8 +340,8 @@ int ps_run(int argc, char **argv) {
     gather_final(&r);
     int rc = 0;
     if (rank == 0 && !stopped) {
-        if (r.t.val) {
-            double val1 = train_eval(&r.t, r.t.val, cfg.val_windows);
+        if (train_has_val(&r.t)) {
+            double val1 = train_eval(&r.t);
             printf("val loss after: %.4f (before %.4f)\n", val1, val0);
         }
         if (cfg.out_dir[0]) {

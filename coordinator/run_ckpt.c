@@ -169,9 +169,9 @@ void ckpt_collect_and_write(ps_state *r, int64_t steps_done) {
     st.init_seed = c->init_seed;
     st.data_seed = c->data_seed;
     st.dropout_seed = c->init_seed ^ 0x5eedull;
-    st.seq_len = c->seq_len;
+    st.seq_len = r->t.T;
     st.sampling = c->sampling;
-    st.train_tokens = r->t.train ? tok_count(r->t.train) : 0;
+    st.train_tokens = train_data_size(&r->t);
     st.config_text = text;
     st.model_path = c->model_path;
     st.model_size = r->model_size;

@@ -61,6 +61,9 @@ typedef struct {
  * data_order_free is safe after a failed init. */
 int data_order_init(data_order *o, int64_t n_tokens, int seq_len, uint64_t seed, data_mode mode, struct lerr *e);
 void data_order_free(data_order *o);
+/* The same over n examples of a dataset (sample offsets are example indices
+ * in [0, n): a permutation per epoch, or uniform draws in random mode). */
+int data_order_init_examples(data_order *o, int64_t n, uint64_t seed, data_mode mode, struct lerr *e);
 /* Token offset of the window of global sample g >= 0; *epoch (if not NULL)
  * gets its epoch, g / n_win (random mode uses the same n_win, at least 1).
  * Not thread-safe: shuffle mode rebuilds the cached permutation on an epoch change. */

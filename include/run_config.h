@@ -35,6 +35,7 @@ typedef struct {
     uint64_t init_seed;
     char init_from[RC_PATH];             /* peft adapter folder to start from ("" = fresh init) */
     int full_finetune;                   /* train every base tensor instead of adapters (for comparisons) */
+    char modules_to_save[RC_PATH];       /* peft modules_to_save, comma separated ("" = the task's: classifier) */
     /* [data] */
     char train_path[RC_PATH];
     char val_path[RC_PATH];

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "data.h"
+#include "dataset.h"
 #include "lora.h"
 #include "model.h"
 #include "run_config.h"
@@ -18,11 +19,13 @@ typedef struct {
     run_config cfg;
     model model;
     lora_adapter ad;       /* the values a worker computes with */
-    tok_file *train, *val; /* val may be NULL */
-    data_order order;
-    model_ws *acts;        /* acts_B x seq_len, made on first use */
+    tok_file *train, *val; /* causal LM: token files (val may be NULL) */
+    ds_file *train_ds, *val_ds; /* classification: labeled datasets (val may be NULL) */
+    data_order order;      /* over windows of train, or examples of train_ds */
+    int T;                 /* tokens per sequence: [data] seq_len, or the datasets' (the larger) */
+    model_ws *acts;        /* acts_B x T, made on first use */
     int acts_B;
-    int32_t *tokens;
+    int32_t *tokens, *mask, *types, *labels; /* one micro-batch (acts_B x T) */
     int64_t *ids;
 } train_ctx;
 
@@ -34,12 +37,21 @@ void train_ctx_close(train_ctx *t);
 
 /* Samples per optimizer step (batch_size * grad_accum). */
 int64_t train_global_batch(const train_ctx *t);
-/* Adds the gradient of the SUM of token losses over global samples
- * [g0, g0 + n) into grad (micro-batches of batch_size); returns that sum and
- * sets *n_tokens. The gradient of the mean is grad / *n_tokens. */
+/* Adds the gradient of the SUM of losses over global samples [g0, g0 + n)
+ * into grad (micro-batches of batch_size); returns that sum and sets
+ * *n_tokens to the number of loss targets (tokens, or sequences for sequence
+ * classification). The gradient of the mean is grad / *n_tokens. */
 double train_grad(train_ctx *t, int64_t g0, int64_t n, float *grad, int64_t *n_tokens);
-/* Mean loss over n_windows evenly spaced windows of f (seq_len each). */
-double train_eval(train_ctx *t, const tok_file *f, int n_windows);
+/* Whether there is validation data. */
+int train_has_val(const train_ctx *t);
+/* The validation loss: the mean over [data] val_windows evenly spaced windows
+ * of the token file (causal LM), or over every target of the validation
+ * dataset (sum of losses / number of targets, not a mean of batch means). */
+double train_eval(train_ctx *t);
+/* What the validation figure is, for messages: "40 windows of 256 tokens from F" or "872 examples of F". */
+void train_val_desc(const train_ctx *t, char *buf, size_t cap);
+/* The training data's size for checkpoints: tokens of the token file, or examples. */
+int64_t train_data_size(const train_ctx *t);
 
 /* Writes what was trained to dir: the adapter in peft's format, or under full
  * fine-tuning the whole model in HF's format. */

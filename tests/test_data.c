@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include "data.h"
+#include "dataset.h"
+#include "safetensors.h"
 #include "testutil.h"
 
 static char dir[64];
@@ -299,6 +301,84 @@ static void test_rng(void) {
     CHECK(fabs(sum / 10000 - 0.5) < 0.02, "uniform mean %g", sum / 10000);
 }
 
+/* The example order: a permutation of n per epoch, different epochs differ. */
+static void test_example_order(void) {
+    data_order o;
+    struct lerr e;
+    CHECK(data_order_init_examples(&o, 7, 3, DATA_SHUFFLE, &e) == 0, "init: %s", e.msg);
+    int seen[7] = {0}, same = 1;
+    int64_t first[7];
+    for (int g = 0; g < 7; g++) {
+        int64_t i = data_sample_offset(&o, g, NULL);
+        CHECK(i >= 0 && i < 7, "index %lld in range", (long long)i);
+        if (i >= 0 && i < 7) seen[i]++;
+        first[g] = i;
+    }
+    for (int i = 0; i < 7; i++) CHECK(seen[i] == 1, "example %d once per epoch (%d)", i, seen[i]);
+    for (int g = 0; g < 7; g++) same &= data_sample_offset(&o, 7 + g, NULL) == first[g];
+    CHECK(!same, "epoch 1 has another order than epoch 0");
+    data_order_free(&o);
+    CHECK(data_order_init_examples(&o, 5, 3, DATA_RANDOM, &e) == 0, "init random: %s", e.msg);
+    int hit_last = 0;
+    for (int g = 0; g < 200; g++) {
+        int64_t i = data_sample_offset(&o, g, NULL);
+        CHECK(i >= 0 && i < 5, "random index %lld in [0, 5)", (long long)i);
+        hit_last |= i == 4;
+    }
+    CHECK(hit_last, "random mode reaches the last example");
+    data_order_free(&o);
+    CHECK(data_order_init_examples(&o, 0, 3, DATA_SHUFFLE, &e) != 0, "no examples is an error");
+}
+
+/* Labeled datasets: a good one reads back; each bad one names the file and tensor. */
+static void test_dataset(void) {
+    struct lerr e;
+    int64_t ids[6] = {1, 2, 3, 4, 5, 0}, mask[6] = {1, 1, 1, 1, 1, 0}, lab[2] = {1, 0}, tlab[6] = {0, -100, 2, 1, 1, -100};
+    const char *p = tmp_path("ds.safetensors");
+    st_entry ent[] = {{"input_ids", ST_I64, 2, {2, 3}, ids}, {"attention_mask", ST_I64, 2, {2, 3}, mask},
+                      {"labels", ST_I64, 1, {2}, lab}};
+    CHECK(st_write(p, ent, 3, NULL, 0, &e) == 0, "write: %s", e.msg);
+    ds_file *d = ds_open(p, TASK_SEQ_CLS, 2, 10, 8, &e);
+    CHECK(d != NULL, "open: %s", e.msg);
+    if (d) {
+        int32_t tok[6], m[6], ty[6] = {7, 7, 7, 7, 7, 7}, l[2];
+        ds_get(d, 1, 0, tok, m, NULL, l);
+        CHECK(ds_count(d) == 2 && ds_seq_len(d) == 3 && ds_has_mask(d) && !ds_has_types(d), "shape and parts");
+        CHECK(tok[0] == 4 && tok[2] == 0 && m[2] == 0 && l[0] == 0 && ty[0] == 7, "example 1 into row 0");
+        ds_close(d);
+    }
+    struct {
+        const char *what, *want;
+        model_task task;
+        int n_labels, vocab, max_T;
+    } cases[] = {
+        {"a label outside num_labels", "labels[0] = 1 is outside the model's 1 labels", TASK_SEQ_CLS, 1, 10, 8},
+        {"a token outside the vocabulary", "input_ids[1][1] = 5 is outside the vocabulary (5)", TASK_SEQ_CLS, 2, 5, 8},
+        {"more positions than the model", "T = 3 positions, more than the model's 2", TASK_SEQ_CLS, 2, 10, 2},
+        {"sequence labels for a token task", "tensor 'labels' must have shape (2, 3)", TASK_TOKEN_CLS, 2, 10, 8},
+        {"a causal LM", "causal LM training reads token files", TASK_CAUSAL_LM, 2, 10, 8},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        ds_file *x = ds_open(p, cases[k].task, cases[k].n_labels, cases[k].vocab, cases[k].max_T, &e);
+        CHECK(!x && strstr(e.msg, cases[k].want) && (cases[k].task == TASK_CAUSAL_LM || strstr(e.msg, p)),
+              "%s: %s", cases[k].what, x ? "(opened)" : e.msg);
+        ds_close(x);
+    }
+    /* token classification with -100, and a row without any token */
+    st_entry tent[] = {{"input_ids", ST_I64, 2, {2, 3}, ids}, {"labels", ST_I64, 2, {2, 3}, tlab}};
+    CHECK(st_write(p, tent, 2, NULL, 0, &e) == 0, "write: %s", e.msg);
+    d = ds_open(p, TASK_TOKEN_CLS, 3, 10, 8, &e);
+    CHECK(d != NULL, "token labels with -100: %s", d ? "" : e.msg);
+    ds_close(d);
+    int64_t nomask[6] = {1, 1, 1, 0, 0, 0};
+    st_entry ment[] = {{"input_ids", ST_I64, 2, {2, 3}, ids}, {"attention_mask", ST_I64, 2, {2, 3}, nomask},
+                       {"labels", ST_I64, 1, {2}, lab}};
+    CHECK(st_write(p, ment, 3, NULL, 0, &e) == 0, "write: %s", e.msg);
+    d = ds_open(p, TASK_SEQ_CLS, 2, 10, 8, &e);
+    CHECK(!d && strstr(e.msg, "example 1 has no token"), "an empty example: %s", d ? "(opened)" : e.msg);
+    ds_close(d);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/test_data.XXXXXX");
     if (!mkdtemp(dir)) {
@@ -314,6 +394,8 @@ int main(void) {
     test_random();
     test_val_offset();
     test_rng();
+    test_example_order();
+    test_dataset();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);

@@ -348,6 +348,18 @@ static void data_perm_build(data_order *o, int64_t epoch) {
 /* Not thread-safe: shuffle mode rebuilds the cached permutation in place when g
  * moves to another epoch (O(n_win), once per epoch for a run that walks g in
  * order). g must be >= 0. */
+int data_order_init_examples(data_order *o, int64_t n, uint64_t seed, data_mode mode, struct lerr *e) {
+    if (n < 1) {
+        memset(o, 0, sizeof *o);
+        o->perm_epoch = -1;
+        return lerr_set(e, "data order: a dataset needs at least one example");
+    }
+    /* windows of length 1 over n + 1 "tokens": n windows at offsets 0..n-1 */
+    if (data_order_init(o, n + 1, 1, seed, mode, e)) return -1;
+    o->n_tokens = n; /* random mode draws from [0, n - 1 + 1) */
+    return 0;
+}
+
 int64_t data_sample_offset(data_order *o, int64_t g, int64_t *epoch) {
     int64_t ep = g / o->n_win;
     if (epoch) *epoch = ep;

@@ -63,6 +63,7 @@ static const rc_key rc_keys[] = {
     {"lora", "init_seed", K_U64, F(init_seed), R_ANY, NULL},
     {"lora", "init_from", K_STR, F(init_from), R_ANY, NULL},
     {"lora", "full_finetune", K_BOOL, F(full_finetune), R_ANY, NULL},
+    {"lora", "modules_to_save", K_STR, F(modules_to_save), R_ANY, NULL},
     {"data", "train", K_STR, F(train_path), R_ANY, NULL},
     {"data", "val", K_STR, F(val_path), R_ANY, NULL},
     {"data", "seq_len", K_INT, F(seq_len), R_GE2, NULL},

@@ -23,6 +23,25 @@ static void rc_to_spec(lora_spec *s, const run_config *c) {
         snprintf(s->targets[i], LORA_NAME, "%s", c->targets[i]);
 }
 
+/* spec->save from a comma-separated list ("none": nothing; NULL or "": nothing). */
+static int save_modules(lora_spec *spec, const char *list, struct lerr *e) {
+    spec->n_save = 0;
+    if (!list || !list[0] || !strcmp(list, "none")) return 0;
+    char buf[RC_PATH];
+    snprintf(buf, sizeof buf, "%s", list);
+    for (char *p = buf, *tok; (tok = strsep(&p, ","));) {
+        while (*tok == ' ') tok++;
+        size_t n = strlen(tok);
+        while (n && tok[n - 1] == ' ') tok[--n] = 0;
+        if (!n) continue;
+        if (spec->n_save >= LORA_MAX_SAVE || n >= LORA_NAME)
+            return lerr_set(e, "[lora] modules_to_save: at most %d names shorter than %d characters", LORA_MAX_SAVE,
+                            LORA_NAME);
+        snprintf(spec->save[spec->n_save++], LORA_NAME, "%s", tok);
+    }
+    return 0;
+}
+
 static int check_vocab(const tok_file *f, int vocab, struct lerr *e) {
     if ((int64_t)tok_max_id(f) >= vocab)
         return lerr_set(e, "%s: token id %u is outside the model's vocabulary (vocab_size %d)", tok_path(f),
@@ -35,12 +54,9 @@ int train_ctx_open(train_ctx *t, const run_config *c, const model_alloc *al, str
     t->cfg = *c;
     if (c->threads > 0) omp_set_num_threads(c->threads);
     if (model_open(&t->model, c->model_path, al, e)) return -1;
-    if (t->model.task != TASK_CAUSAL_LM) {
-        lerr_set(e, "%s: a %s model (task %s): training it from token files is not supported yet", c->model_path,
-                 t->model.fam->model_type, model_task_name(t->model.task));
-        goto fail;
-    }
-    if (c->seq_len > t->model.max_positions) {
+    int lm = t->model.task == TASK_CAUSAL_LM;
+    t->T = c->seq_len;
+    if (lm && c->seq_len > t->model.max_positions) {
         lerr_set(e, "[data] seq_len %d exceeds the model's n_positions (maximum positions) %d", c->seq_len,
                  t->model.max_positions);
         goto fail;
@@ -61,11 +77,28 @@ int train_ctx_open(train_ctx *t, const run_config *c, const model_alloc *al, str
     } else {
         lora_spec spec;
         rc_to_spec(&spec, c);
+        if (save_modules(&spec, c->modules_to_save[0] ? c->modules_to_save : t->model.save_modules, e)) goto fail;
         if (model_adapter_create(&t->ad, &spec, &t->model, 1, e)) {
             lerr_prefix(e, "[lora] targets");
             goto fail;
         }
         model_adapter_init(&t->ad, &t->model, c->init_seed);
+    }
+    if (!lm) {
+        /* classification: labeled datasets; T is theirs */
+        const model *m = &t->model;
+        if (c->train_path[0]) {
+            if (!(t->train_ds = ds_open(c->train_path, m->task, m->n_labels, m->vocab, m->max_positions, e)))
+                goto fail;
+            if (data_order_init_examples(&t->order, ds_count(t->train_ds), c->data_seed, (data_mode)c->sampling, e))
+                goto fail;
+            t->T = ds_seq_len(t->train_ds);
+        }
+        if (c->val_path[0]) {
+            if (!(t->val_ds = ds_open(c->val_path, m->task, m->n_labels, m->vocab, m->max_positions, e))) goto fail;
+            if (!c->train_path[0] || ds_seq_len(t->val_ds) > t->T) t->T = ds_seq_len(t->val_ds);
+        }
+        return 0;
     }
     if (c->train_path[0]) {
         if (!(t->train = tok_open(c->train_path, e)) || check_vocab(t->train, t->model.vocab, e)) goto fail;
@@ -89,10 +122,15 @@ fail:
 void train_ctx_close(train_ctx *t) {
     if (t->acts) model_ws_free(&t->model, t->acts);
     free(t->tokens);
+    free(t->mask);
+    free(t->types);
+    free(t->labels);
     free(t->ids);
     data_order_free(&t->order);
     tok_close(t->train);
     tok_close(t->val);
+    ds_close(t->train_ds);
+    ds_close(t->val_ds);
     lora_free(&t->ad);
     model_free(&t->model);
     memset(t, 0, sizeof *t);
@@ -103,28 +141,62 @@ void train_ctx_close(train_ctx *t) {
  * share of a step is smaller than batch_size needs less. */
 static void ensure_acts(train_ctx *t, int B) {
     if (t->acts && t->acts_B >= B) return;
-    int T = t->cfg.seq_len;
+    int T = t->T;
     if (t->acts) model_ws_free(&t->model, t->acts);
     free(t->tokens);
+    free(t->mask);
+    free(t->types);
+    free(t->labels);
     free(t->ids);
     t->acts = model_ws_create(&t->model, &t->ad, B, T);
-    t->tokens = xmalloc(sizeof(int32_t) * (size_t)B * T);
+    t->tokens = xcalloc((size_t)B * T, sizeof(int32_t));
+    t->mask = xcalloc((size_t)B * T, sizeof(int32_t));
+    t->types = xcalloc((size_t)B * T, sizeof(int32_t));
+    t->labels = xcalloc((size_t)B * T, sizeof(int32_t));
     t->ids = xmalloc(sizeof(int64_t) * (size_t)B);
     t->acts_B = B;
 }
 
 int64_t train_global_batch(const train_ctx *t) { return (int64_t)t->cfg.batch_size * t->cfg.grad_accum; }
 
+/* Rows [0, b) of the micro-batch from global samples g0 .. g0+b-1 (training
+ * order), or from validation items v0 .. v0+b-1 (val: evenly spaced windows
+ * of the token file, or the dataset's examples in order). */
+static model_batch fill_batch(train_ctx *t, int64_t g0, int b, int val) {
+    int T = t->T;
+    model_batch mb = {.tokens = t->tokens, .B = b, .T = T};
+    const ds_file *ds = val ? t->val_ds : t->train_ds;
+    if (!ds) { /* causal LM windows: the labels are the tokens */
+        if (val) {
+            int nw = t->cfg.val_windows;
+            for (int i = 0; i < b; i++)
+                tok_read(t->val, data_val_offset(tok_count(t->val), T, nw, (int)g0 + i), T, t->tokens + (size_t)i * T);
+        } else {
+            data_fill(t->train, &t->order, g0, b, t->tokens);
+        }
+        mb.labels = t->tokens;
+    } else {
+        int Td = ds_seq_len(ds);
+        mb.T = Td;
+        for (int i = 0; i < b; i++)
+            ds_get(ds, val ? g0 + i : data_sample_offset(&t->order, g0 + i, NULL), i, t->tokens, t->mask, t->types,
+                   t->labels);
+        mb.mask = ds_has_mask(ds) ? t->mask : NULL;
+        mb.type_ids = ds_has_types(ds) ? t->types : NULL;
+        mb.labels = t->labels;
+    }
+    for (int i = 0; i < b; i++) t->ids[i] = g0 + i;
+    mb.sample_ids = t->ids;
+    return mb;
+}
+
 double train_grad(train_ctx *t, int64_t g0, int64_t n, float *grad, int64_t *n_tokens) {
-    int T = t->cfg.seq_len;
     double sum = 0;
     int64_t ntok = 0;
     ensure_acts(t, (int)(n < t->cfg.batch_size ? n : t->cfg.batch_size));
     for (int64_t done = 0; done < n;) {
         int b = (int)(n - done < t->cfg.batch_size ? n - done : t->cfg.batch_size);
-        data_fill(t->train, &t->order, g0 + done, b, t->tokens);
-        for (int i = 0; i < b; i++) t->ids[i] = g0 + done + i;
-        model_batch mb = {.tokens = t->tokens, .labels = t->tokens, .sample_ids = t->ids, .B = b, .T = T};
+        model_batch mb = fill_batch(t, g0 + done, b, 0);
         int64_t k = 0;
         sum += model_forward(&t->model, &t->ad, t->acts, &mb, 1, t->cfg.init_seed ^ 0x5eedull, &k);
         model_backward(&t->model, &t->ad, t->acts, grad, 1.0f);
@@ -135,21 +207,35 @@ double train_grad(train_ctx *t, int64_t g0, int64_t n, float *grad, int64_t *n_t
     return sum;
 }
 
-double train_eval(train_ctx *t, const tok_file *f, int n_windows) {
-    int T = t->cfg.seq_len, B = t->cfg.batch_size;
+int train_has_val(const train_ctx *t) { return t->val || t->val_ds; }
+
+int64_t train_data_size(const train_ctx *t) {
+    return t->train ? tok_count(t->train) : t->train_ds ? ds_count(t->train_ds) : 0;
+}
+
+void train_val_desc(const train_ctx *t, char *buf, size_t cap) {
+    if (t->val_ds)
+        snprintf(buf, cap, "%lld examples of %s", (long long)ds_count(t->val_ds), ds_path(t->val_ds));
+    else
+        snprintf(buf, cap, "%d windows of %d tokens from %s", t->cfg.val_windows, t->T, t->cfg.val_path);
+}
+
+double train_eval(train_ctx *t) {
+    int64_t n = t->val_ds ? ds_count(t->val_ds) : t->cfg.val_windows;
+    int B = t->cfg.batch_size;
     if (t->acts) B = t->acts_B; /* evaluate in the workspace training made */
-    ensure_acts(t, n_windows < B ? n_windows : B);
+    ensure_acts(t, (int)(n < B ? n : B));
     B = t->acts_B;
     double total = 0;
-    for (int w = 0; w < n_windows; w += B) {
-        int b = n_windows - w < B ? n_windows - w : B;
-        for (int i = 0; i < b; i++)
-            tok_read(f, data_val_offset(tok_count(f), T, n_windows, w + i), T, t->tokens + (size_t)i * T);
-        model_batch mb = {.tokens = t->tokens, .labels = t->tokens, .B = b, .T = T};
+    int64_t count = 0;
+    for (int64_t w = 0; w < n; w += B) {
+        int b = (int)(n - w < B ? n - w : B);
+        model_batch mb = fill_batch(t, w, b, 1);
         int64_t k = 0;
         total += model_forward(&t->model, &t->ad, t->acts, &mb, 0, 0, &k);
+        count += k;
     }
-    return total / ((double)n_windows * (T - 1));
+    return count ? total / (double)count : 0.0;
 }
 
 int train_save(train_ctx *t, const char *dir, struct lerr *e) {
@@ -212,12 +298,14 @@ int trainer_main(int argc, char **argv, int eval_only) {
     printf("%s\n", line);
     int rc = 0;
     if (eval_only) {
-        if (!t.val) {
+        if (!train_has_val(&t)) {
             fprintf(stderr, "lora eval: [data] val is not set\n");
             rc = 1;
         } else {
-            double l = train_eval(&t, t.val, c.val_windows);
-            printf("val loss %.4f (%d windows of %d tokens from %s)\n", l, c.val_windows, c.seq_len, c.val_path);
+            double l = train_eval(&t);
+            char desc[1200];
+            train_val_desc(&t, desc, sizeof desc);
+            printf("val loss %.4f (%s)\n", l, desc);
         }
         train_ctx_close(&t);
         return rc;
@@ -232,8 +320,8 @@ int trainer_main(int argc, char **argv, int eval_only) {
     int64_t applied = 0, skipped = 0;
     int64_t hook_nan = train_test_hook_nan();
     double val0 = NAN, val1 = NAN;
-    if (t.val) {
-        val0 = train_eval(&t, t.val, c.val_windows);
+    if (train_has_val(&t)) {
+        val0 = train_eval(&t);
         printf("val loss before: %.4f\n", val0);
     }
     int64_t G = train_global_batch(&t);
@@ -265,13 +353,13 @@ int trainer_main(int argc, char **argv, int eval_only) {
         if (c.log_every > 0 && ((step + 1) % c.log_every == 0 || step + 1 == c.steps))
             printf("step %5lld/%lld | loss %.4f | lr %.3e | grad norm %.4f | %.0f tok/s | %.0f ms\n",
                    (long long)step + 1, (long long)c.steps, loss, lr, norm, (double)ntok / dt, dt * 1e3);
-        if (t.val && c.eval_every > 0 && (step + 1) % c.eval_every == 0 && step + 1 < c.steps)
-            printf("step %5lld val loss %.4f\n", (long long)step + 1, train_eval(&t, t.val, c.val_windows));
+        if (train_has_val(&t) && c.eval_every > 0 && (step + 1) % c.eval_every == 0 && step + 1 < c.steps)
+            printf("step %5lld val loss %.4f\n", (long long)step + 1, train_eval(&t));
         fflush(stdout);
     }
     double wall = now_s() - t0;
-    if (t.val) {
-        val1 = train_eval(&t, t.val, c.val_windows);
+    if (train_has_val(&t)) {
+        val1 = train_eval(&t);
         printf("val loss after: %.4f (before %.4f)\n", val1, val0);
     }
     printf("trained %lld steps in %.1f s (%.0f tok/s)\n", (long long)c.steps, wall, (double)tokens_done / wall);

@@ -103,9 +103,9 @@ int worker_recv_updates(ps_state *r, int64_t step) {
 
 void worker_maybe_eval(ps_state *r, int64_t steps_done) {
     const run_config *c = &r->t.cfg;
-    if (!r->t.val || c->eval_every <= 0 || steps_done <= 0 || steps_done % c->eval_every || steps_done >= r->steps)
+    if (!train_has_val(&r->t) || c->eval_every <= 0 || steps_done <= 0 || steps_done % c->eval_every || steps_done >= r->steps)
         return;
-    double l = train_eval(&r->t, r->t.val, c->val_windows);
+    double l = train_eval(&r->t);
     printf("step %5lld val loss %.4f (evaluated by rank %d on adapter version %llu)\n", (long long)steps_done, l,
            r->p.rank, (unsigned long long)r->version);
     fflush(stdout);

@@ -1,0 +1,39 @@
+/*
+ * ds_: labeled datasets for sequence and token classification, stored as a
+ * safetensors file (what `lora prep` writes; any tool that writes
+ * safetensors can make one):
+ *   input_ids       (N, T) integer   token ids, padded to T
+ *   attention_mask  (N, T) integer   1 = token, 0 = padding (optional: no padding)
+ *   token_type_ids  (N, T) integer   segment ids (optional: all 0)
+ *   labels          (N) integer      SEQ_CLS class ids in [0, num_labels)
+ *                   (N, T) integer   TOKEN_CLS ids in [0, num_labels) or -100 (no loss)
+ * Everything is checked at open against the model (vocabulary, positions,
+ * labels, the mask's 0/1 values with at least one token per row) before it is
+ * used, so a batch never holds a value the model cannot take; errors name the
+ * file and tensor. The values are converted to int32 once at open.
+ */
+#ifndef DATASET_H
+#define DATASET_H
+
+#include <stdint.h>
+
+#include "lerr.h"
+#include "model.h"
+
+typedef struct ds_file ds_file;
+
+/* Opens path for a model of this task, n_labels classes, vocab ids and at
+ * most max_T positions. NULL with a message on any problem. */
+ds_file *ds_open(const char *path, model_task task, int n_labels, int vocab, int max_T, struct lerr *e);
+void ds_close(ds_file *d);
+const char *ds_path(const ds_file *d);
+int64_t ds_count(const ds_file *d);
+int ds_seq_len(const ds_file *d);
+int ds_has_mask(const ds_file *d);
+int ds_has_types(const ds_file *d);
+/* Example i into row r of batch buffers of T = ds_seq_len columns: tokens,
+ * mask and types (B, T) (mask/types may be NULL when the file has none),
+ * labels (B) for SEQ_CLS or (B, T) for TOKEN_CLS. */
+void ds_get(const ds_file *d, int64_t i, int r, int32_t *tokens, int32_t *mask, int32_t *types, int32_t *labels);
+
+#endif
