@@ -1,7 +1,9 @@
 /*
  * ds_: labeled datasets for sequence and token classification, stored as a
  * safetensors file (what `lora prep` writes; any tool that writes
- * safetensors can make one):
+ * safetensors can make one), its __metadata__ naming the format and version:
+ *   format = "lora-ps-dataset", version = "1", task = "SEQ_CLS" or "TOKEN_CLS"
+ * and its tensors:
  *   input_ids       (N, T) integer   token ids, padded to T
  *   attention_mask  (N, T) integer   1 = token, 0 = padding (optional: no padding)
  *   token_type_ids  (N, T) integer   segment ids (optional: all 0)
@@ -19,6 +21,9 @@
 
 #include "lerr.h"
 #include "model.h"
+
+#define DS_FORMAT "lora-ps-dataset"
+#define DS_VERSION "1"
 
 typedef struct ds_file ds_file;
 

@@ -337,8 +337,19 @@ static void test_dataset(void) {
     const char *p = tmp_path("ds.safetensors");
     st_entry ent[] = {{"input_ids", ST_I64, 2, {2, 3}, ids}, {"attention_mask", ST_I64, 2, {2, 3}, mask},
                       {"labels", ST_I64, 1, {2}, lab}};
+    const char *cls_meta[] = {"format", DS_FORMAT, "version", DS_VERSION, "task", "SEQ_CLS"};
+    const char *tok_meta[] = {"format", DS_FORMAT, "version", DS_VERSION, "task", "TOKEN_CLS"};
     CHECK(st_write(p, ent, 3, NULL, 0, &e) == 0, "write: %s", e.msg);
     ds_file *d = ds_open(p, TASK_SEQ_CLS, 2, 10, 8, &e);
+    CHECK(!d && strstr(e.msg, "not a lora-ps dataset"), "no format metadata: %s", d ? "(opened)" : e.msg);
+    ds_close(d);
+    const char *v2_meta[] = {"format", DS_FORMAT, "version", "2", "task", "SEQ_CLS"};
+    CHECK(st_write(p, ent, 3, v2_meta, 3, &e) == 0, "write: %s", e.msg);
+    d = ds_open(p, TASK_SEQ_CLS, 2, 10, 8, &e);
+    CHECK(!d && strstr(e.msg, "version 2 is not supported"), "another version: %s", d ? "(opened)" : e.msg);
+    ds_close(d);
+    CHECK(st_write(p, ent, 3, cls_meta, 3, &e) == 0, "write: %s", e.msg);
+    d = ds_open(p, TASK_SEQ_CLS, 2, 10, 8, &e);
     CHECK(d != NULL, "open: %s", e.msg);
     if (d) {
         int32_t tok[6], m[6], ty[6] = {7, 7, 7, 7, 7, 7}, l[2];
@@ -355,7 +366,8 @@ static void test_dataset(void) {
         {"a label outside num_labels", "labels[0] = 1 is outside the model's 1 labels", TASK_SEQ_CLS, 1, 10, 8},
         {"a token outside the vocabulary", "input_ids[1][1] = 5 is outside the vocabulary (5)", TASK_SEQ_CLS, 2, 5, 8},
         {"more positions than the model", "T = 3 positions, more than the model's 2", TASK_SEQ_CLS, 2, 10, 2},
-        {"sequence labels for a token task", "tensor 'labels' must have shape (2, 3)", TASK_TOKEN_CLS, 2, 10, 8},
+        {"a dataset of another task", "a dataset for task SEQ_CLS, but the model's task is TOKEN_CLS", TASK_TOKEN_CLS,
+         2, 10, 8},
         {"a causal LM", "causal LM training reads token files", TASK_CAUSAL_LM, 2, 10, 8},
     };
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
@@ -366,14 +378,14 @@ static void test_dataset(void) {
     }
     /* token classification with -100, and a row without any token */
     st_entry tent[] = {{"input_ids", ST_I64, 2, {2, 3}, ids}, {"labels", ST_I64, 2, {2, 3}, tlab}};
-    CHECK(st_write(p, tent, 2, NULL, 0, &e) == 0, "write: %s", e.msg);
+    CHECK(st_write(p, tent, 2, tok_meta, 3, &e) == 0, "write: %s", e.msg);
     d = ds_open(p, TASK_TOKEN_CLS, 3, 10, 8, &e);
     CHECK(d != NULL, "token labels with -100: %s", d ? "" : e.msg);
     ds_close(d);
     int64_t nomask[6] = {1, 1, 1, 0, 0, 0};
     st_entry ment[] = {{"input_ids", ST_I64, 2, {2, 3}, ids}, {"attention_mask", ST_I64, 2, {2, 3}, nomask},
                        {"labels", ST_I64, 1, {2}, lab}};
-    CHECK(st_write(p, ment, 3, NULL, 0, &e) == 0, "write: %s", e.msg);
+    CHECK(st_write(p, ment, 3, cls_meta, 3, &e) == 0, "write: %s", e.msg);
     d = ds_open(p, TASK_SEQ_CLS, 2, 10, 8, &e);
     CHECK(!d && strstr(e.msg, "example 1 has no token"), "an empty example: %s", d ? "(opened)" : e.msg);
     ds_close(d);

@@ -43,6 +43,21 @@ ds_file *ds_open(const char *path, model_task task, int n_labels, int vocab, int
     }
     snprintf(d->path, sizeof d->path, "%s", path);
     d->task = task;
+    const char *fmt = st_meta(f, "format"), *ver = st_meta(f, "version"), *tk = st_meta(f, "task");
+    if (!fmt || strcmp(fmt, DS_FORMAT)) {
+        lerr_set(e, "%s: not a lora-ps dataset (its safetensors metadata needs format = \"%s\")", path, DS_FORMAT);
+        goto fail;
+    }
+    if (!ver || strcmp(ver, DS_VERSION)) {
+        lerr_set(e, "%s: dataset format version %s is not supported by this build (it reads version %s)", path,
+                 ver ? ver : "(none)", DS_VERSION);
+        goto fail;
+    }
+    if (!tk || strcmp(tk, model_task_name(task))) {
+        lerr_set(e, "%s: a dataset for task %s, but the model's task is %s", path, tk ? tk : "(none)",
+                 model_task_name(task));
+        goto fail;
+    }
     const st_tensor *ti = st_find(f, "input_ids");
     if (!ti || ti->ndim != 2 || ti->shape[0] < 1 || ti->shape[1] < 1) {
         lerr_set(e, "%s: needs a tensor input_ids of shape (N, T)", path);
