@@ -31,6 +31,31 @@ typedef struct {
 
 static progress prog;
 
+/* "rank 3" or "ranks 1-4" for the ranks [lo, hi) */
+static void fmt_ranks(char *b, size_t cap, int lo, int hi) {
+    if (hi - lo == 1)
+        snprintf(b, cap, "rank %d", lo);
+    else
+        snprintf(b, cap, "ranks %d-%d", lo, hi - 1);
+}
+
+/* Which rank does what (rank 0), as include/ps.h describes the roles. */
+static void print_roles(const ps_ctx *p) {
+    char sv[32], wk[32];
+    fmt_ranks(sv, sizeof sv, 0, p->S);
+    if (p->size == p->S) {
+        printf("roles: %s: server shard%s and worker%s alike (each owns a key range of the adapter and computes "
+               "gradients); rank 0 also coordinates, evaluates and writes checkpoints\n", sv, p->S > 1 ? "s" : "",
+               p->S > 1 ? "s" : "");
+        return;
+    }
+    fmt_ranks(wk, sizeof wk, p->S, p->size);
+    printf("roles: %s: server shard%s (own%s the adapter's values and AdamW's state, %s the pushed gradients); "
+           "rank 0 also coordinates, evaluates and writes checkpoints; %s: worker%s (forward and backward on %s "
+           "share of each step's batch, gradients of the adapter only)\n", sv, p->S > 1 ? "s" : "",
+           p->S > 1 ? "" : "s", p->S > 1 ? "sum" : "sums", wk, p->W > 1 ? "s" : "", p->W > 1 ? "their" : "its");
+}
+
 /* Every rank sends rank 0 a Hello; rank 0 compares them with its own. */
 static void hello_check(ps_state *r) {
     ps_ctx *p = &r->p;
@@ -90,6 +115,7 @@ static void hello_check(ps_state *r) {
     printf("ranks: %d (%d server shard%s, %d worker%s); all loaded %s (%llu bytes, hash %016llx) and the same "
            "config\n", p->size, p->S, p->S > 1 ? "s" : "", p->W, p->W > 1 ? "s" : "", r->t.cfg.model_path,
            (unsigned long long)h.model_bytes, (unsigned long long)h.model_hash);
+    print_roles(p);
     printf("memory after loading: rank 0 rss %.1f MiB (private %.1f MiB); all ranks pss %.1f MiB", h.rss_bytes / 1048576.0,
            h.private_bytes / 1048576.0, pss_total / 1048576.0);
     if (same_host) printf("; each extra rank on rank 0's node adds at most %.1f MiB private", priv_max / 1048576.0);
