@@ -281,7 +281,7 @@ int ps_run(int argc, char **argv) {
     ps_layout(p, r.t.ad.n_params);
     if (cfg.staleness > 0 && p->size == p->S)
         ps_abort(p, 1, "[system] staleness > 0 needs dedicated server ranks: run more ranks than servers (%d)", p->S);
-    r.steps = cfg.steps;
+    r.steps = cfg.steps = r.t.cfg.steps; /* [train] epochs decides it once the data is open */
     r.G = train_global_batch(&r.t);
     if (rank == 0) {
         char line[256];

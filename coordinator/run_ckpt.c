@@ -89,6 +89,7 @@ void ckpt_decide(ps_state *r, int64_t step, int *stop, int *ckpt) {
     *stop = ps_signal_seen() && !last;
     *ckpt = c->ckpt_dir[0] &&
             (last || *stop || (c->ckpt_every_steps > 0 && (step + 1) % c->ckpt_every_steps == 0) ||
+             (c->save_epochs && train_epoch_ending(&r->t, step)) ||
              (c->ckpt_every_seconds > 0 && now_s() - r->last_ckpt_time >= c->ckpt_every_seconds));
 }
 

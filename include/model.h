@@ -108,6 +108,7 @@ struct model {
     model_task task;
     int fan_in_fan_out;    /* weights stored (in, out) (GPT-2's Conv1D): peft's flag */
     int vocab, max_positions, n_labels; /* n_labels: classification heads (0 for LM) */
+    char (*label_names)[64]; /* (n_labels) config.json's id2label, or NULL */
     int n_tensor;
     model_tensor *tensor;  /* (n_tensor) in the family's order */
     int n_site;

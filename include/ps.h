@@ -103,6 +103,8 @@ typedef struct {
     /* server shard: its range of the optimizer state */
     float *gsum, *m, *v;       /* (hi - lo) */
     int64_t opt_t;             /* AdamW steps applied */
+    double best_metric;        /* worker 0: the best [train] metric_for_best so far (best_epoch > 0) */
+    int64_t best_epoch;
     uint64_t version;          /* adapter version */
     /* what the coordinator reports for the last step */
     double step_loss;          /* mean token loss */

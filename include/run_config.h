@@ -53,7 +53,11 @@ typedef struct {
     float grad_clip;                     /* max global norm, 0 = off */
     /* [train] */
     int64_t steps;
+    float epochs;                        /* > 0: train this many passes over the data instead of `steps` */
     int64_t eval_every;                  /* 0 = only before and after */
+    int eval_epochs;                     /* evaluate at the end of every epoch */
+    int save_epochs;                     /* export the adapter (out_dir/epoch-N) at the end of every epoch */
+    char metric_for_best[RC_PATH];       /* keep the best adapter by this metric in out_dir/best ("" = off) */
     int64_t log_every;
     int threads;                         /* 0 = library default */
     char out_dir[RC_PATH];               /* where the trained adapter is written ("" = nowhere) */

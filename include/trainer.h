@@ -44,6 +44,27 @@ int64_t train_global_batch(const train_ctx *t);
 double train_grad(train_ctx *t, int64_t g0, int64_t n, float *grad, int64_t *n_tokens);
 /* Whether there is validation data. */
 int train_has_val(const train_ctx *t);
+
+/* What an evaluation measures. Causal LM: loss and perplexity; sequence
+ * classification: loss, accuracy, macro-F1; token classification: loss,
+ * entity precision/recall/F1 (seqeval's convention) and token accuracy. */
+typedef struct {
+    double loss, perplexity, accuracy, macro_f1, precision, recall, f1, token_accuracy;
+    int64_t n_targets;
+} train_metrics;
+/* Evaluates the validation data (as train_eval) and its metrics. */
+void train_eval_metrics(train_ctx *t, train_metrics *m);
+/* "val loss 0.4312 | accuracy 0.8761 | macro-F1 0.8744" for the model's task. */
+void train_metrics_line(const train_ctx *t, const train_metrics *m, char *buf, size_t cap);
+/* The same as JSON members ("\"val_loss\": 0.4312, \"accuracy\": ..."). */
+void train_metrics_json(const train_ctx *t, const train_metrics *m, char *buf, size_t cap);
+/* The value of metric `name` (loss, perplexity, accuracy, macro_f1, precision, recall, f1,
+ * token_accuracy) and whether greater is better; -1 for a name this task has not. */
+int train_metric_value(const train_ctx *t, const train_metrics *m, const char *name, double *v, int *greater_better);
+/* Samples (windows or examples) per epoch. */
+int64_t train_samples_per_epoch(const train_ctx *t);
+/* The epoch that optimizer step `step` (0-based) completes, or 0 when it completes none. */
+int64_t train_epoch_ending(const train_ctx *t, int64_t step);
 /* The validation loss: the mean over [data] val_windows evenly spaced windows
  * of the token file (causal LM), or over every target of the validation
  * dataset (sum of losses / number of targets, not a mean of batch means). */

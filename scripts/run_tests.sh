@@ -69,6 +69,7 @@ run "bad inputs" tests/bad_inputs.sh "$B"
 run "parameter server: equivalence (N = 1, 2, 4, 64; S = 1, 2)" tests/ps_equivalence.sh "$B"
 run "parameter server: faults" tests/ps_faults.sh "$B"
 run "checkpoints and resume" tests/ckpt_resume.sh "$B"
+run "the training loop: epochs, evaluation and exports per epoch, the best adapter" tests/train_loop.sh "$B"
 run "the demo's script end to end (4 short steps, resume, re-run)" tests/demo.sh "$B"
 run "multi-host over TCP (network namespaces: 2, 3, 4 hosts)" tests/multihost.sh "$B"
 if [ "$QUICK" != "--quick" ]; then

@@ -32,6 +32,14 @@ int model_merge(model *out, const model *base, const lora_adapter *a, struct ler
     memcpy(out->tensor, base->tensor, sizeof(model_tensor) * (size_t)base->n_tensor);
     memcpy(out->site, base->site, sizeof(lora_site) * (size_t)base->n_site);
     memcpy(out->impl, base->impl, base->impl_size);
+    if (base->label_names && base->n_labels > 0) {
+        out->label_names = malloc(sizeof *base->label_names * (size_t)base->n_labels);
+        if (!out->label_names) {
+            model_free(out);
+            return lerr_set(e, "merge: out of memory");
+        }
+        memcpy(out->label_names, base->label_names, sizeof *base->label_names * (size_t)base->n_labels);
+    }
     out->n_tensor = out->cap_tensor = base->n_tensor;
     out->n_site = out->cap_site = base->n_site;
     out->impl_size = base->impl_size;

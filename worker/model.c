@@ -345,6 +345,7 @@ void model_free(model *m) {
     free(m->tensor);
     free(m->site);
     free(m->impl);
+    free(m->label_names);
     memset(m, 0, sizeof *m);
 }
 

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "metrics.h"
 #include "optim.h"
 
 static void rc_to_spec(lora_spec *s, const run_config *c) {
@@ -46,6 +47,30 @@ static int check_vocab(const tok_file *f, int vocab, struct lerr *e) {
     if ((int64_t)tok_max_id(f) >= vocab)
         return lerr_set(e, "%s: token id %u is outside the model's vocabulary (vocab_size %d)", tok_path(f),
                         tok_max_id(f), vocab);
+    return 0;
+}
+
+/* [train] epochs into steps, and the metric for the best adapter checked against the task. */
+static int finish_open(train_ctx *t, struct lerr *e) {
+    run_config *c = &t->cfg;
+    if (c->epochs > 0) {
+        if (!t->train && !t->train_ds) return lerr_set(e, "[train] epochs needs [data] train");
+        double steps = ceil((double)c->epochs * (double)train_samples_per_epoch(t) / (double)train_global_batch(t));
+        if (steps < 1 || steps > 1e12) return lerr_set(e, "[train] epochs = %g gives %g steps", c->epochs, steps);
+        c->steps = (int64_t)steps;
+    }
+    if (c->metric_for_best[0]) {
+        train_metrics m = {0};
+        double v;
+        int gb;
+        if (train_metric_value(t, &m, c->metric_for_best, &v, &gb))
+            return lerr_set(e, "[train] metric_for_best = '%s' is not a metric of a %s model (%s)", c->metric_for_best,
+                            model_task_name(t->model.task),
+                            t->model.task == TASK_CAUSAL_LM   ? "loss, perplexity"
+                            : t->model.task == TASK_SEQ_CLS ? "loss, accuracy, macro_f1"
+                                                            : "loss, precision, recall, f1, token_accuracy");
+        if (!train_has_val(t)) return lerr_set(e, "[train] metric_for_best needs [data] val");
+    }
     return 0;
 }
 
@@ -98,6 +123,7 @@ int train_ctx_open(train_ctx *t, const run_config *c, const model_alloc *al, str
             if (!(t->val_ds = ds_open(c->val_path, m->task, m->n_labels, m->vocab, m->max_positions, e))) goto fail;
             if (!c->train_path[0] || ds_seq_len(t->val_ds) > t->T) t->T = ds_seq_len(t->val_ds);
         }
+        if (finish_open(t, e)) goto fail;
         return 0;
     }
     if (c->train_path[0]) {
@@ -113,6 +139,7 @@ int train_ctx_open(train_ctx *t, const run_config *c, const model_alloc *al, str
             goto fail;
         }
     }
+    if (finish_open(t, e)) goto fail;
     return 0;
 fail:
     train_ctx_close(t);
@@ -220,22 +247,126 @@ void train_val_desc(const train_ctx *t, char *buf, size_t cap) {
         snprintf(buf, cap, "%d windows of %d tokens from %s", t->cfg.val_windows, t->T, t->cfg.val_path);
 }
 
-double train_eval(train_ctx *t) {
+int64_t train_samples_per_epoch(const train_ctx *t) { return t->order.n_win; }
+
+int64_t train_epoch_ending(const train_ctx *t, int64_t step) {
+    int64_t spe = train_samples_per_epoch(t), G = train_global_batch(t);
+    if (spe <= 0) return 0;
+    int64_t before = step * G / spe, after = (step + 1) * G / spe;
+    return after > before ? after : 0;
+}
+
+/* argmax over the last dimension of rows of width L */
+static int32_t argmax_row(const float *x, int L) {
+    int32_t k = 0;
+    for (int j = 1; j < L; j++)
+        if (x[j] > x[k]) k = j;
+    return k;
+}
+
+void train_eval_metrics(train_ctx *t, train_metrics *out) {
+    memset(out, 0, sizeof *out);
+    const model *md = &t->model;
     int64_t n = t->val_ds ? ds_count(t->val_ds) : t->cfg.val_windows;
     int B = t->cfg.batch_size;
     if (t->acts) B = t->acts_B; /* evaluate in the workspace training made */
     ensure_acts(t, (int)(n < B ? n : B));
     B = t->acts_B;
+    int L = md->n_labels > 0 ? md->n_labels : 1;
+    int64_t *conf = md->task == TASK_SEQ_CLS ? xcalloc((size_t)L * L, sizeof(int64_t)) : NULL;
+    ner_counts nc = {0};
+    const char **names = NULL;
+    if (md->task == TASK_TOKEN_CLS) {
+        names = xmalloc(sizeof(char *) * (size_t)L);
+        for (int k = 0; k < L; k++) names[k] = md->label_names ? md->label_names[k] : "O";
+    }
+    int32_t *pred = md->task != TASK_CAUSAL_LM ? xmalloc(sizeof(int32_t) * (size_t)B * t->T) : NULL;
     double total = 0;
     int64_t count = 0;
     for (int64_t w = 0; w < n; w += B) {
         int b = (int)(n - w < B ? n - w : B);
         model_batch mb = fill_batch(t, w, b, 1);
         int64_t k = 0;
-        total += model_forward(&t->model, &t->ad, t->acts, &mb, 0, 0, &k);
+        total += model_forward(md, &t->ad, t->acts, &mb, 0, 0, &k);
         count += k;
+        if (md->task == TASK_CAUSAL_LM) continue;
+        int nd;
+        int64_t sh[3];
+        const float *o = model_output(md, t->acts, &nd, sh);
+        if (md->task == TASK_SEQ_CLS) {
+            for (int i = 0; i < b; i++) pred[i] = argmax_row(o + (size_t)i * L, L);
+            metrics_cls_add(conf, L, pred, mb.labels, b);
+        } else {
+            for (int i = 0; i < b * mb.T; i++) pred[i] = argmax_row(o + (size_t)i * L, L);
+            for (int i = 0; i < b; i++)
+                metrics_ner_add(&nc, pred + (size_t)i * mb.T, mb.labels + (size_t)i * mb.T, mb.T, names, L);
+        }
     }
-    return count ? total / (double)count : 0.0;
+    out->n_targets = count;
+    out->loss = count ? total / (double)count : 0.0;
+    out->perplexity = exp(out->loss);
+    if (conf) metrics_cls(conf, L, &out->accuracy, &out->macro_f1);
+    if (names) metrics_ner(&nc, &out->precision, &out->recall, &out->f1, &out->token_accuracy);
+    free(conf);
+    free(names);
+    free(pred);
+}
+
+double train_eval(train_ctx *t) {
+    train_metrics m;
+    train_eval_metrics(t, &m);
+    return m.loss;
+}
+
+void train_metrics_line(const train_ctx *t, const train_metrics *m, char *buf, size_t cap) {
+    switch (t->model.task) {
+    case TASK_CAUSAL_LM: snprintf(buf, cap, "val loss %.4f | perplexity %.2f", m->loss, m->perplexity); break;
+    case TASK_SEQ_CLS:
+        snprintf(buf, cap, "val loss %.4f | accuracy %.4f | macro-F1 %.4f", m->loss, m->accuracy, m->macro_f1);
+        break;
+    default:
+        snprintf(buf, cap, "val loss %.4f | precision %.4f | recall %.4f | F1 %.4f | token accuracy %.4f", m->loss,
+                 m->precision, m->recall, m->f1, m->token_accuracy);
+    }
+}
+
+void train_metrics_json(const train_ctx *t, const train_metrics *m, char *buf, size_t cap) {
+    switch (t->model.task) {
+    case TASK_CAUSAL_LM:
+        snprintf(buf, cap, "\"val_loss\": %.6f, \"perplexity\": %.6f", m->loss, m->perplexity);
+        break;
+    case TASK_SEQ_CLS:
+        snprintf(buf, cap, "\"val_loss\": %.6f, \"accuracy\": %.6f, \"macro_f1\": %.6f", m->loss, m->accuracy,
+                 m->macro_f1);
+        break;
+    default:
+        snprintf(buf, cap,
+                 "\"val_loss\": %.6f, \"precision\": %.6f, \"recall\": %.6f, \"f1\": %.6f, \"token_accuracy\": %.6f",
+                 m->loss, m->precision, m->recall, m->f1, m->token_accuracy);
+    }
+}
+
+int train_metric_value(const train_ctx *t, const train_metrics *m, const char *name, double *v, int *gb) {
+    model_task k = t->model.task;
+    struct {
+        const char *name;
+        double v;
+        int gb, ok;
+    } tab[] = {{"loss", m->loss, 0, 1},
+               {"perplexity", m->perplexity, 0, k == TASK_CAUSAL_LM},
+               {"accuracy", m->accuracy, 1, k == TASK_SEQ_CLS},
+               {"macro_f1", m->macro_f1, 1, k == TASK_SEQ_CLS},
+               {"precision", m->precision, 1, k == TASK_TOKEN_CLS},
+               {"recall", m->recall, 1, k == TASK_TOKEN_CLS},
+               {"f1", m->f1, 1, k == TASK_TOKEN_CLS},
+               {"token_accuracy", m->token_accuracy, 1, k == TASK_TOKEN_CLS}};
+    for (size_t i = 0; i < sizeof tab / sizeof *tab; i++)
+        if (tab[i].ok && !strcmp(name, tab[i].name)) {
+            *v = tab[i].v;
+            *gb = tab[i].gb;
+            return 0;
+        }
+    return -1;
 }
 
 int train_save(train_ctx *t, const char *dir, struct lerr *e) {
@@ -293,6 +424,7 @@ int trainer_main(int argc, char **argv, int eval_only) {
         fprintf(stderr, "lora %s: %s\n", eval_only ? "eval" : "train", e.msg);
         return 1;
     }
+    c.steps = t.cfg.steps; /* [train] epochs decides it once the data is open */
     char line[256];
     lora_params_line(line, sizeof line, (int64_t)t.ad.n_params, t.ad.full ? 0 : t.model.n_params);
     printf("%s\n", line);
@@ -325,9 +457,18 @@ int trainer_main(int argc, char **argv, int eval_only) {
         printf("val loss before: %.4f\n", val0);
     }
     int64_t G = train_global_batch(&t);
+    FILE *mf = NULL;
+    if (c.metrics_path[0] && !(mf = fopen(c.metrics_path, "a"))) {
+        fprintf(stderr, "lora train: [train] metrics: cannot open %s for appending\n", c.metrics_path);
+        rc = 1;
+    }
+    if (t.cfg.epochs > 0)
+        printf("%g epochs of %lld samples, %lld per step: %lld steps\n", (double)t.cfg.epochs,
+               (long long)train_samples_per_epoch(&t), (long long)G, (long long)t.cfg.steps);
+    double best = NAN;
     double t0 = now_s();
     int64_t tokens_done = 0;
-    for (int64_t step = 0; step < c.steps; step++) {
+    for (int64_t step = 0; !rc && step < t.cfg.steps; step++) {
         double ts = now_s();
         memset(grad, 0, n * sizeof(float));
         int64_t ntok = 0;
@@ -346,23 +487,70 @@ int trainer_main(int argc, char **argv, int eval_only) {
                 break;
             }
             skipped++;
-            continue;
+        } else {
+            tokens_done += ntok;
         }
-        tokens_done += ntok;
         double dt = now_s() - ts;
-        if (c.log_every > 0 && ((step + 1) % c.log_every == 0 || step + 1 == c.steps))
+        if (oc == OPT_APPLIED && c.log_every > 0 && ((step + 1) % c.log_every == 0 || step + 1 == t.cfg.steps))
             printf("step %5lld/%lld | loss %.4f | lr %.3e | grad norm %.4f | %.0f tok/s | %.0f ms\n",
-                   (long long)step + 1, (long long)c.steps, loss, lr, norm, (double)ntok / dt, dt * 1e3);
-        if (train_has_val(&t) && c.eval_every > 0 && (step + 1) % c.eval_every == 0 && step + 1 < c.steps)
+                   (long long)step + 1, (long long)t.cfg.steps, loss, lr, norm, (double)ntok / dt, dt * 1e3);
+        if (mf)
+            fprintf(mf,
+                    "{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6e, \"tokens\": %lld, \"tokens_per_s\": %.1f, "
+                    "\"grad_norm\": %.6f, \"skipped\": %s, \"elapsed_s\": %.3f}\n",
+                    (long long)step + 1, loss, lr, (long long)ntok, (double)ntok / dt, norm,
+                    oc == OPT_APPLIED ? "false" : "true", now_s() - t0);
+        int have_val = train_has_val(&t);
+        if (have_val && c.eval_every > 0 && (step + 1) % c.eval_every == 0 && step + 1 < t.cfg.steps)
             printf("step %5lld val loss %.4f\n", (long long)step + 1, train_eval(&t));
+        int64_t ep = train_epoch_ending(&t, step);
+        if (ep && have_val && (c.eval_epochs || c.metric_for_best[0])) {
+            train_metrics tm;
+            train_eval_metrics(&t, &tm);
+            char mline[512], js[512];
+            train_metrics_line(&t, &tm, mline, sizeof mline);
+            printf("epoch %lld (step %lld) | %s\n", (long long)ep, (long long)step + 1, mline);
+            if (mf) {
+                train_metrics_json(&t, &tm, js, sizeof js);
+                fprintf(mf, "{\"eval\": true, \"epoch\": %lld, \"step\": %lld, %s}\n", (long long)ep,
+                        (long long)step + 1, js);
+            }
+            double mv;
+            int gb;
+            if (c.metric_for_best[0] && c.out_dir[0] && !train_metric_value(&t, &tm, c.metric_for_best, &mv, &gb) &&
+                (isnan(best) || (gb ? mv > best : mv < best))) {
+                best = mv;
+                char dir[RC_PATH + 16];
+                snprintf(dir, sizeof dir, "%s/best", c.out_dir);
+                if (train_save(&t, dir, &e)) {
+                    fprintf(stderr, "lora train: %s\n", e.msg);
+                    rc = 1;
+                } else
+                    printf("best %s so far (%.4f): adapter written to %s\n", c.metric_for_best, mv, dir);
+            }
+        }
+        if (ep && c.save_epochs && c.out_dir[0]) {
+            char dir[RC_PATH + 32];
+            snprintf(dir, sizeof dir, "%s/epoch-%lld", c.out_dir, (long long)ep);
+            if (train_save(&t, dir, &e)) {
+                fprintf(stderr, "lora train: %s\n", e.msg);
+                rc = 1;
+            } else
+                printf("epoch %lld: adapter written to %s\n", (long long)ep, dir);
+        }
         fflush(stdout);
     }
+    if (mf) fclose(mf);
     double wall = now_s() - t0;
     if (train_has_val(&t)) {
         val1 = train_eval(&t);
         printf("val loss after: %.4f (before %.4f)\n", val1, val0);
     }
-    printf("trained %lld steps in %.1f s (%.0f tok/s)\n", (long long)c.steps, wall, (double)tokens_done / wall);
+    printf("trained %lld steps in %.1f s (%.0f tok/s)\n", (long long)t.cfg.steps, wall, (double)tokens_done / wall);
+    if (!rc && t.cfg.steps > 0 && skipped == t.cfg.steps) {
+        fprintf(stderr, "lora train: every step of the run was skipped (non-finite gradients): nothing was trained\n");
+        rc = 1;
+    }
     if (!rc && c.out_dir[0]) {
         if (train_save(&t, c.out_dir, &e)) {
             fprintf(stderr, "lora train: %s\n", e.msg);

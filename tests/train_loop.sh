@@ -1,0 +1,51 @@
+#!/bin/bash
+# The training loop's epochs: [train] epochs gives the steps, evaluation and an
+# adapter export at the end of every epoch, the best adapter by a metric kept;
+# the single process and lora_worker (BSP, 2 workers) print the same epoch
+# metrics and write the same adapters; the metrics file gets one line per
+# step and per evaluation; a run whose every step is skipped exits non-zero.
+set -u
+. "$(dirname "$0")/lib.sh"
+"$LORA" tokens --vocab 320 --count 3000 --seed 5 --out "$TMPD/tiny.tok" >/dev/null || exit 1
+CFG=(--config tests/ps-tiny.ini --set data.train="$TMPD/tiny.tok" --set data.val="$TMPD/tiny.tok"
+    --set data.val_windows=4 --set train.epochs=2 --set train.eval_epochs=true --set train.save_epochs=true
+    --set train.metric_for_best=perplexity --set train.log_every=100)
+"$LORA" train "${CFG[@]}" --set train.out_dir="$TMPD/one" --set train.metrics="$TMPD/one.jsonl" >"$TMPD/one.log" 2>&1 ||
+    { cat "$TMPD/one.log"; fail "lora train with epochs failed"; finish; }
+grep -q "^2 epochs of 187 samples, 8 per step: 47 steps" "$TMPD/one.log" &&
+    pass "2 epochs of 187 windows at 8 per step: 47 steps" || fail "epochs -> steps: $(grep epochs "$TMPD/one.log")"
+n=$(grep -c "^epoch [12] (step \(24\|47\)) | val loss [0-9.]* | perplexity" "$TMPD/one.log")
+[ "$n" = 2 ] && pass "an evaluation at the end of each epoch (steps 24 and 47)" || fail "epoch evaluations: $n"
+for d in epoch-1 epoch-2 best; do
+    [ -f "$TMPD/one/$d/adapter_model.safetensors" ] && pass "out_dir/$d written" || fail "out_dir/$d missing"
+done
+# the best by perplexity is the epoch with the lower perplexity, whose export equals epoch-K's
+best=$(sed -n 's/^epoch \([12]\) (step [0-9]*) | val loss [0-9.]* | perplexity \([0-9.]*\)$/\2 \1/p' "$TMPD/one.log" |
+    sort -g | head -1 | cut -d' ' -f2)
+if [ -n "$best" ] && r=$("$LORA" compare "$TMPD/one/best" "$TMPD/one/epoch-$best"); then
+    pass "best (lowest perplexity) is epoch $best: $r"
+else
+    fail "best adapter is not epoch '$best''s: ${r:-}"
+fi
+steps=$(grep -c '"step"' "$TMPD/one.jsonl"); evals=$(grep -c '"eval": true' "$TMPD/one.jsonl")
+[ "$steps" = 49 ] && [ "$evals" = 2 ] && pass "metrics file: 47 step lines and 2 evaluation lines" ||
+    fail "metrics file: $steps lines with a step, $evals evaluations"
+mpi 3 "${CFG[@]}" --set train.out_dir="$TMPD/ps" >"$TMPD/ps.log" 2>&1 || { tail "$TMPD/ps.log"; fail "lora_worker with epochs failed"; }
+a=$(grep "^epoch [0-9]* (step" "$TMPD/one.log" | sed 's/ (evaluated.*//'); b=$(grep "^epoch [0-9]* (step" "$TMPD/ps.log" | sed 's/ (evaluated.*//')
+[ -n "$a" ] && [ "$a" = "$b" ] && pass "lora_worker (BSP) prints the single process's epoch metrics" ||
+    fail "epoch metrics differ: '$a' vs '$b'"
+for d in epoch-1 epoch-2 best; do
+    r=$("$LORA" compare "$TMPD/one/$d" "$TMPD/ps/$d" --tol 1e-5) && pass "lora_worker's $d: $r" || fail "lora_worker's $d: $r"
+done
+if LORA_TEST_NAN=0:0 "$LORA" train --config tests/ps-tiny.ini --set data.train="$TMPD/tiny.tok" --set train.steps=1 \
+    >"$TMPD/skip.log" 2>&1; then
+    fail "a run whose every step was skipped exited 0"
+else
+    grep -q "every step of the run was skipped" "$TMPD/skip.log" && pass "a run whose every step was skipped exits non-zero" ||
+        fail "all-skipped run: $(tail -2 "$TMPD/skip.log")"
+fi
+"$LORA" train "${CFG[@]}" --set train.metric_for_best=accuracy >"$TMPD/bad.log" 2>&1 &&
+    fail "metric_for_best = accuracy for a causal LM was accepted" ||
+    { grep -q "not a metric of a CAUSAL_LM model (loss, perplexity)" "$TMPD/bad.log" && pass "a metric the task has not is refused" ||
+        fail "bad metric: $(cat "$TMPD/bad.log")"; }
+finish
