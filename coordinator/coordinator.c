@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "blas_env.h"
+#include "plot.h"
 #include "ps.h"
 #include "util.h"
 #include "wire.h"
@@ -260,6 +261,71 @@ static void summary(ps_state *r, double wall, const uint64_t bytes_at_start[2]) 
     }
 }
 
+/* The adapter of an epoch's end: out_dir/epoch-N, or out_dir/best (written by worker 0, which holds every value). */
+static void save_as(ps_state *r, const char *what, long long n) {
+    char dir[RC_PATH + 32];
+    struct lerr e;
+    if (n >= 0)
+        snprintf(dir, sizeof dir, "%s/%s-%lld", r->t.cfg.out_dir, what, n);
+    else
+        snprintf(dir, sizeof dir, "%s/%s", r->t.cfg.out_dir, what);
+    if (train_save(&r->t, dir, &e)) ps_abort(&r->p, 1, "%s", e.msg);
+    printf("adapter (peft format) written to %s\n", dir);
+}
+
+/* The end of an epoch (BSP), collective over every rank: each worker
+ * evaluates its share of the validation items, rank 0 adds the counts (the
+ * metrics of the whole set, not an average of averages), prints and logs
+ * them and decides whether this is the best adapter so far; worker 0, which
+ * holds every value, writes the exports. */
+static void epoch_end(ps_state *r, int64_t steps_done) {
+    const run_config *c = &r->t.cfg;
+    ps_ctx *p = &r->p;
+    int64_t ep = train_epoch_ending(&r->t, steps_done - 1);
+    if (!ep) return;
+    int save_best = 0;
+    if (train_has_val(&r->t) && (c->eval_epochs || c->metric_for_best[0])) {
+        int nc = train_counts_size(&r->t);
+        double *cnt = xcalloc((size_t)nc, sizeof(double)), *sum = xcalloc((size_t)nc, sizeof(double));
+        int64_t n = train_val_items(&r->t);
+        if (p->is_worker)
+            train_eval_counts(&r->t, n * p->worker_index / p->W, n * (p->worker_index + 1) / p->W, cnt);
+        PS_MPI(MPI_Reduce(cnt, sum, nc, MPI_DOUBLE, MPI_SUM, 0, p->comm)); /* collective: every rank */
+        if (p->rank == 0) {
+            train_metrics tm;
+            train_metrics_from_counts(&r->t, sum, &tm);
+            char line[512], js[512];
+            train_metrics_line(&r->t, &tm, line, sizeof line);
+            printf("epoch %lld (step %lld) | %s (%lld items evaluated by %d workers)\n", (long long)ep,
+                   (long long)steps_done, line, (long long)n, p->W);
+            if (prog.metrics) {
+                train_metrics_json(&r->t, &tm, js, sizeof js);
+                fprintf(prog.metrics, "{\"eval\": true, \"epoch\": %lld, \"step\": %lld, %s}\n", (long long)ep,
+                        (long long)steps_done, js);
+                fflush(prog.metrics);
+            }
+            double v;
+            int gb;
+            if (c->metric_for_best[0] && c->out_dir[0] && !train_metric_value(&r->t, &tm, c->metric_for_best, &v, &gb) &&
+                (r->best_epoch == 0 || (gb ? v > r->best_metric : v < r->best_metric))) {
+                r->best_metric = v;
+                r->best_epoch = ep;
+                save_best = 1;
+                printf("best %s so far (%.4f, epoch %lld)\n", c->metric_for_best, v, (long long)ep);
+            }
+            fflush(stdout);
+        }
+        PS_MPI(MPI_Bcast(&save_best, 1, MPI_INT, 0, p->comm)); /* collective: every rank */
+        free(cnt);
+        free(sum);
+    }
+    if (p->worker_index == 0 && p->is_worker) {
+        if (save_best) save_as(r, "best", -1);
+        if (c->save_epochs && c->out_dir[0]) save_as(r, "epoch", ep);
+        fflush(stdout);
+    }
+}
+
 int ps_run(int argc, char **argv) {
     ps_state r;
     memset(&r, 0, sizeof r);
@@ -279,6 +345,8 @@ int ps_run(int argc, char **argv) {
     model_alloc shared = ps_node_alloc(p);
     if (train_ctx_open(&r.t, &cfg, &shared, &e)) ps_abort(p, 1, "%s", e.msg);
     ps_layout(p, r.t.ad.n_params);
+    if (cfg.staleness > 0 && (cfg.eval_epochs || cfg.save_epochs || cfg.metric_for_best[0]))
+        ps_abort(p, 1, "[train] eval_epochs, save_epochs and metric_for_best need BSP ([system] staleness = 0)");
     if (cfg.staleness > 0 && p->size == p->S)
         ps_abort(p, 1, "[system] staleness > 0 needs dedicated server ranks: run more ranks than servers (%d)", p->S);
     r.steps = cfg.steps = r.t.cfg.steps; /* [train] epochs decides it once the data is open */
@@ -333,6 +401,7 @@ int ps_run(int argc, char **argv) {
             if (p->is_worker) status = worker_recv_updates(&r, step);
             if (p->is_worker) worker_finish_step(&r);
             if (p->worker_index == 0) worker_maybe_eval(&r, step + 1);
+            epoch_end(&r, step + 1);
             if (p->is_server) server_finish_step(&r);
             if (rank == 0) report(&r, step, now_s() - ts);
             r.steps_run++;
@@ -380,6 +449,13 @@ int ps_run(int argc, char **argv) {
         }
     }
     if (rank == 0 && prog.metrics) fclose(prog.metrics);
+    if (rank == 0 && !rc && cfg.plot_path[0]) {
+        if (plot_metrics(cfg.metrics_path, cfg.plot_path, &e)) {
+            fprintf(stderr, "lora_worker: [train] plot: %s\n", e.msg);
+            rc = 1;
+        } else
+            printf("loss curve: %s (from %s)\n", cfg.plot_path, cfg.metrics_path);
+    }
     if (p->is_server) server_free(&r);
     free(r.grad);
     free(r.push_req);

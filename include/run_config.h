@@ -62,6 +62,7 @@ typedef struct {
     int threads;                         /* 0 = library default */
     char out_dir[RC_PATH];               /* where the trained adapter is written ("" = nowhere) */
     char metrics_path[RC_PATH];          /* per-step metrics as JSON lines ("" = none) */
+    char plot_path[RC_PATH];             /* the loss curve (PNG) drawn from the metrics file at the end ("" = none) */
     /* [checkpoint] (lora_worker) */
     char ckpt_dir[RC_PATH];              /* "" = no checkpoints */
     int64_t ckpt_every_steps;            /* 0 = off */

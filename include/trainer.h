@@ -52,6 +52,15 @@ typedef struct {
     double loss, perplexity, accuracy, macro_f1, precision, recall, f1, token_accuracy;
     int64_t n_targets;
 } train_metrics;
+/* Evaluation by counts, so that workers can each take a share of the
+ * validation items and the sums give the whole: items are windows (LM) or
+ * examples, in order. counts has train_counts_size() doubles: the loss sum,
+ * the number of targets, then the confusion matrix (SEQ_CLS) or the NER
+ * counts (TOKEN_CLS). Integer counts stay exact in a double up to 2^53. */
+int64_t train_val_items(const train_ctx *t);
+int train_counts_size(const train_ctx *t);
+void train_eval_counts(train_ctx *t, int64_t lo, int64_t hi, double *counts);
+void train_metrics_from_counts(const train_ctx *t, const double *counts, train_metrics *m);
 /* Evaluates the validation data (as train_eval) and its metrics. */
 void train_eval_metrics(train_ctx *t, train_metrics *m);
 /* "val loss 0.4312 | accuracy 0.8761 | macro-F1 0.8744" for the model's task. */

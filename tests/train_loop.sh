@@ -30,8 +30,19 @@ fi
 steps=$(grep -c '"step"' "$TMPD/one.jsonl"); evals=$(grep -c '"eval": true' "$TMPD/one.jsonl")
 [ "$steps" = 49 ] && [ "$evals" = 2 ] && pass "metrics file: 47 step lines and 2 evaluation lines" ||
     fail "metrics file: $steps lines with a step, $evals evaluations"
-mpi 3 "${CFG[@]}" --set train.out_dir="$TMPD/ps" >"$TMPD/ps.log" 2>&1 || { tail "$TMPD/ps.log"; fail "lora_worker with epochs failed"; }
-a=$(grep "^epoch [0-9]* (step" "$TMPD/one.log" | sed 's/ (evaluated.*//'); b=$(grep "^epoch [0-9]* (step" "$TMPD/ps.log" | sed 's/ (evaluated.*//')
+# the loss curve from the metrics file, drawn at the end of the run ([train] plot) and by lora plot
+"$LORA" train "${CFG[@]}" --set train.metrics="$TMPD/p.jsonl" --set train.plot="$TMPD/curve.png" >"$TMPD/p.log" 2>&1 &&
+    [ "$(head -c 8 "$TMPD/curve.png" | od -An -tx1 | tr -d ' ')" = 89504e470d0a1a0a ] &&
+    pass "[train] plot drew a PNG ($(stat -c %s "$TMPD/curve.png") bytes)" || fail "[train] plot: $(tail -2 "$TMPD/p.log")"
+"$LORA" plot "$TMPD/one.jsonl" --out "$TMPD/c2.png" >/dev/null && [ -s "$TMPD/c2.png" ] && pass "lora plot" || fail "lora plot"
+echo "not json" >"$TMPD/bad.jsonl"
+"$LORA" plot "$TMPD/bad.jsonl" --out "$TMPD/c3.png" 2>"$TMPD/err" && fail "lora plot took a line that is not JSON" ||
+    { grep -q "bad.jsonl:1: not a JSON object" "$TMPD/err" && pass "lora plot names a bad line" || fail "lora plot: $(cat "$TMPD/err")"; }
+mpi 3 "${CFG[@]}" --set train.out_dir="$TMPD/ps" --set train.metrics="$TMPD/ps.jsonl" >"$TMPD/ps.log" 2>&1 ||
+    { tail "$TMPD/ps.log"; fail "lora_worker with epochs failed"; }
+[ "$(grep -c '"eval": true' "$TMPD/ps.jsonl")" = 2 ] && pass "lora_worker: the two evaluations (by both workers, counts added) in rank 0's metrics file" ||
+    fail "lora_worker's metrics file: $(grep -c eval "$TMPD/ps.jsonl") evaluation lines"
+a=$(grep "^epoch [0-9]* (step" "$TMPD/one.log" | sed 's/ ([^(]*evaluated.*//'); b=$(grep "^epoch [0-9]* (step" "$TMPD/ps.log" | sed 's/ ([^(]*evaluated.*//')
 [ -n "$a" ] && [ "$a" = "$b" ] && pass "lora_worker (BSP) prints the single process's epoch metrics" ||
     fail "epoch metrics differ: '$a' vs '$b'"
 for d in epoch-1 epoch-2 best; do

@@ -17,6 +17,7 @@
 #include "lora.h"
 #include "model.h"
 #include "parity.h"
+#include "plot.h"
 #include "safetensors.h"
 #include "util.h"
 #include "trainer.h"
@@ -33,6 +34,7 @@ static int usage(void) {
             "  lora logits --model HF_DIR [--adapter PEFT_DIR | --checkpoint FILE.h5] --input BATCH.safetensors\n"
             "              [--out FILE.safetensors]\n"
             "              (forward on input_ids (B, T) [and labels]: writes logits and loss, prints the loss)\n"
+            "  lora plot METRICS_FILE --out curve.png   (training/validation loss and the metric against steps)\n"
             "  lora compare ADAPTER_A ADAPTER_B [--tol REL]   (no --tol: must be bitwise equal)\n"
             "  lora show FILE.safetensors TENSOR   (prints the values, one per line)\n"
             "  lora tokens --vocab V --count N [--seed S] --out FILE   (synthetic token file for tests)\n"
@@ -402,6 +404,17 @@ done:
     return rc;
 }
 
+static int cmd_plot(int argc, char **argv) {
+    if (argc != 3 || strcmp(argv[1], "--out")) return usage();
+    struct lerr e = {{0}};
+    if (plot_metrics(argv[0], argv[2], &e)) {
+        fprintf(stderr, "lora plot: %s\n", e.msg);
+        return 1;
+    }
+    printf("wrote %s from %s\n", argv[2], argv[0]);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     blas_env_setup(argv);
     if (argc < 2) return usage();
@@ -414,6 +427,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "export")) return cmd_export(argc - 2, argv + 2);
     if (!strcmp(cmd, "show")) return cmd_show(argc - 2, argv + 2);
     if (!strcmp(cmd, "logits")) return cmd_logits(argc - 2, argv + 2);
+    if (!strcmp(cmd, "plot")) return cmd_plot(argc - 2, argv + 2);
     if (!strcmp(cmd, "train")) return trainer_main(argc - 2, argv + 2, 0);
     if (!strcmp(cmd, "eval")) return trainer_main(argc - 2, argv + 2, 1);
     return usage();

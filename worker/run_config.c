@@ -91,6 +91,7 @@ static const rc_key rc_keys[] = {
     {"train", "threads", K_INT, F(threads), R_GE0, NULL},
     {"train", "out_dir", K_STR, F(out_dir), R_ANY, NULL},
     {"train", "metrics", K_STR, F(metrics_path), R_ANY, NULL},
+    {"train", "plot", K_STR, F(plot_path), R_ANY, NULL},
     {"checkpoint", "dir", K_STR, F(ckpt_dir), R_ANY, NULL},
     {"checkpoint", "every_steps", K_I64, F(ckpt_every_steps), R_GE0, NULL},
     {"checkpoint", "every_seconds", K_FLOAT, F(ckpt_every_seconds), R_GE0, NULL},
@@ -464,6 +465,8 @@ int rc_validate(const run_config *c, struct lerr *e) {
     }
     if (!c->model_path[0]) return lerr_set(e, "%s: [model] path is not set (an HF model folder)", src);
     if (!c->train_path[0]) return lerr_set(e, "%s: [data] train is not set (a token file)", src);
+    if (c->plot_path[0] && !c->metrics_path[0])
+        return lerr_set(e, "%s: [train] plot draws [train] metrics, which is not set", src);
     if (c->n_targets < 1 || c->n_targets > RC_MAX_TARGETS)
         return lerr_set(e, "%s: [lora] targets must name 1 to %d modules, has %d", src, RC_MAX_TARGETS, c->n_targets);
     for (int i = 0; i < c->n_targets; i++)

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "metrics.h"
+#include "plot.h"
 #include "optim.h"
 
 static void rc_to_spec(lora_spec *s, const run_config *c) {
@@ -264,10 +265,18 @@ static int32_t argmax_row(const float *x, int L) {
     return k;
 }
 
-void train_eval_metrics(train_ctx *t, train_metrics *out) {
-    memset(out, 0, sizeof *out);
+int64_t train_val_items(const train_ctx *t) { return t->val_ds ? ds_count(t->val_ds) : t->cfg.val_windows; }
+
+int train_counts_size(const train_ctx *t) {
+    int L = t->model.n_labels > 0 ? t->model.n_labels : 1;
+    return 2 + (t->model.task == TASK_SEQ_CLS ? L * L : t->model.task == TASK_TOKEN_CLS ? 5 : 0);
+}
+
+void train_eval_counts(train_ctx *t, int64_t lo, int64_t hi, double *counts) {
     const model *md = &t->model;
-    int64_t n = t->val_ds ? ds_count(t->val_ds) : t->cfg.val_windows;
+    memset(counts, 0, sizeof(double) * (size_t)train_counts_size(t));
+    int64_t n = hi - lo;
+    if (n <= 0) return;
     int B = t->cfg.batch_size;
     if (t->acts) B = t->acts_B; /* evaluate in the workspace training made */
     ensure_acts(t, (int)(n < B ? n : B));
@@ -283,8 +292,8 @@ void train_eval_metrics(train_ctx *t, train_metrics *out) {
     int32_t *pred = md->task != TASK_CAUSAL_LM ? xmalloc(sizeof(int32_t) * (size_t)B * t->T) : NULL;
     double total = 0;
     int64_t count = 0;
-    for (int64_t w = 0; w < n; w += B) {
-        int b = (int)(n - w < B ? n - w : B);
+    for (int64_t w = lo; w < hi; w += B) {
+        int b = (int)(hi - w < B ? hi - w : B);
         model_batch mb = fill_batch(t, w, b, 1);
         int64_t k = 0;
         total += model_forward(md, &t->ad, t->acts, &mb, 0, 0, &k);
@@ -302,14 +311,42 @@ void train_eval_metrics(train_ctx *t, train_metrics *out) {
                 metrics_ner_add(&nc, pred + (size_t)i * mb.T, mb.labels + (size_t)i * mb.T, mb.T, names, L);
         }
     }
-    out->n_targets = count;
-    out->loss = count ? total / (double)count : 0.0;
-    out->perplexity = exp(out->loss);
-    if (conf) metrics_cls(conf, L, &out->accuracy, &out->macro_f1);
-    if (names) metrics_ner(&nc, &out->precision, &out->recall, &out->f1, &out->token_accuracy);
+    counts[0] = total;
+    counts[1] = (double)count;
+    for (int k = 0; conf && k < L * L; k++) counts[2 + k] = (double)conf[k];
+    if (names) {
+        counts[2] = (double)nc.tok_correct, counts[3] = (double)nc.tok_total, counts[4] = (double)nc.ent_correct;
+        counts[5] = (double)nc.ent_pred, counts[6] = (double)nc.ent_true;
+    }
     free(conf);
     free(names);
     free(pred);
+}
+
+void train_metrics_from_counts(const train_ctx *t, const double *counts, train_metrics *out) {
+    memset(out, 0, sizeof *out);
+    int L = t->model.n_labels > 0 ? t->model.n_labels : 1;
+    out->n_targets = (int64_t)counts[1];
+    out->loss = counts[1] > 0 ? counts[0] / counts[1] : 0.0;
+    out->perplexity = exp(out->loss);
+    if (t->model.task == TASK_SEQ_CLS) {
+        int64_t *conf = xmalloc(sizeof(int64_t) * (size_t)L * L);
+        for (int k = 0; k < L * L; k++) conf[k] = (int64_t)counts[2 + k];
+        metrics_cls(conf, L, &out->accuracy, &out->macro_f1);
+        free(conf);
+    } else if (t->model.task == TASK_TOKEN_CLS) {
+        ner_counts nc = {(int64_t)counts[2], (int64_t)counts[3], (int64_t)counts[4], (int64_t)counts[5],
+                         (int64_t)counts[6]};
+        metrics_ner(&nc, &out->precision, &out->recall, &out->f1, &out->token_accuracy);
+    }
+}
+
+void train_eval_metrics(train_ctx *t, train_metrics *out) {
+    int nc = train_counts_size(t);
+    double *counts = xmalloc(sizeof(double) * (size_t)nc);
+    train_eval_counts(t, 0, train_val_items(t), counts);
+    train_metrics_from_counts(t, counts, out);
+    free(counts);
 }
 
 double train_eval(train_ctx *t) {
@@ -547,6 +584,13 @@ int trainer_main(int argc, char **argv, int eval_only) {
         printf("val loss after: %.4f (before %.4f)\n", val1, val0);
     }
     printf("trained %lld steps in %.1f s (%.0f tok/s)\n", (long long)t.cfg.steps, wall, (double)tokens_done / wall);
+    if (!rc && c.plot_path[0]) {
+        if (plot_metrics(c.metrics_path, c.plot_path, &e)) {
+            fprintf(stderr, "lora train: [train] plot: %s\n", e.msg);
+            rc = 1;
+        } else
+            printf("loss curve: %s (from %s)\n", c.plot_path, c.metrics_path);
+    }
     if (!rc && t.cfg.steps > 0 && skipped == t.cfg.steps) {
         fprintf(stderr, "lora train: every step of the run was skipped (non-finite gradients): nothing was trained\n");
         rc = 1;

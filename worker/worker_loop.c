@@ -101,45 +101,13 @@ int worker_recv_updates(ps_state *r, int64_t step) {
     return status;
 }
 
-/* The adapter of an epoch's end: out_dir/epoch-N, or out_dir/best (written by worker 0, which holds every value). */
-static void save_as(ps_state *r, const char *what, long long n) {
-    char dir[RC_PATH + 32];
-    struct lerr e;
-    if (n >= 0)
-        snprintf(dir, sizeof dir, "%s/%s-%lld", r->t.cfg.out_dir, what, n);
-    else
-        snprintf(dir, sizeof dir, "%s/%s", r->t.cfg.out_dir, what);
-    if (train_save(&r->t, dir, &e)) ps_abort(&r->p, 1, "%s", e.msg);
-    printf("adapter (peft format) written to %s\n", dir);
-}
-
 void worker_maybe_eval(ps_state *r, int64_t steps_done) {
     const run_config *c = &r->t.cfg;
-    if (steps_done <= 0) return;
-    int64_t ep = train_epoch_ending(&r->t, steps_done - 1);
-    if (train_has_val(&r->t) && c->eval_every > 0 && steps_done % c->eval_every == 0 && steps_done < r->steps) {
-        double l = train_eval(&r->t);
-        printf("step %5lld val loss %.4f (evaluated by rank %d on adapter version %llu)\n", (long long)steps_done, l,
-               r->p.rank, (unsigned long long)r->version);
-    }
-    if (ep && train_has_val(&r->t) && (c->eval_epochs || c->metric_for_best[0])) {
-        train_metrics tm;
-        train_eval_metrics(&r->t, &tm);
-        char line[512];
-        train_metrics_line(&r->t, &tm, line, sizeof line);
-        printf("epoch %lld (step %lld) | %s (evaluated by rank %d)\n", (long long)ep, (long long)steps_done, line,
-               r->p.rank);
-        double v;
-        int gb;
-        if (c->metric_for_best[0] && c->out_dir[0] && !train_metric_value(&r->t, &tm, c->metric_for_best, &v, &gb) &&
-            (r->best_epoch == 0 || (gb ? v > r->best_metric : v < r->best_metric))) {
-            r->best_metric = v;
-            r->best_epoch = ep;
-            printf("best %s so far (%.4f, epoch %lld)\n", c->metric_for_best, v, (long long)ep);
-            save_as(r, "best", -1);
-        }
-    }
-    if (ep && c->save_epochs && c->out_dir[0]) save_as(r, "epoch", ep);
+    if (!train_has_val(&r->t) || c->eval_every <= 0 || steps_done <= 0 || steps_done % c->eval_every || steps_done >= r->steps)
+        return;
+    double l = train_eval(&r->t);
+    printf("step %5lld val loss %.4f (evaluated by rank %d on adapter version %llu)\n", (long long)steps_done, l,
+           r->p.rank, (unsigned long long)r->version);
     fflush(stdout);
 }
 
