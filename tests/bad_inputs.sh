@@ -35,6 +35,17 @@ expect_fail "adapter shape mismatch with the base" "lora_A.weight" \
 expect_fail "unknown target module" "unknown target module 'q_proj'" train --set lora.targets=q_proj
 expect_fail "r = 0" "r must be > 0" train --set lora.r=0
 expect_fail "r < 0" "r must be > 0" train --set lora.r=-3
+expect_fail "threads = 100000" "[train] threads must be in [0, 1024]" train --set train.threads=100000
+for bad in '"lora_alpha": "32"' '"lora_alpha": null' '"lora_alpha": [8]' '"use_rslora": "true"' '"use_rslora": 1' \
+    '"lora_dropout": "0.1"' '"bias": 0' '"use_dora": "no"'; do
+    mkdir -p "$tmp/typed"
+    cp "$FIX/gpt2-tiny/lora-init/adapter_model.safetensors" "$tmp/typed/"
+    key=$(sed 's/^"\([a-z_]*\)".*/\1/' <<<"$bad")
+    sed "s/\"$key\": [^,]*,/$bad,/" "$FIX/gpt2-tiny/lora-init/adapter_config.json" >"$tmp/typed/adapter_config.json"
+    grep -qF "$bad" "$tmp/typed/adapter_config.json" || { echo "FAIL could not write the case $bad"; fails=$((fails + 1)); }
+    expect_fail "adapter_config.json with $bad" "\"$key\" must be" \
+        "$LORA" merge --model "$FIX/gpt2-tiny/base" --adapter "$tmp/typed" --out "$tmp/typed-out"
+done
 printf '[lora]\nr = 8\nfoo = 1\n' >"$tmp/unknown.ini"
 expect_fail "unknown config key" "unknown key 'foo'" "$LORA" train --config "$tmp/unknown.ini"
 printf '[lora]\nr = eight\n' >"$tmp/notint.ini"

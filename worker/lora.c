@@ -221,13 +221,42 @@ int lora_read_peft_config(lora_spec *spec, const char *path, struct lerr *e) {
         goto out;
     }
     spec->r = (int)r->valuedouble;
+    /* every field read must have its JSON type: a wrong one is an error, never a silent default */
     const cJSON *al = cJSON_GetObjectItemCaseSensitive(j, "lora_alpha");
-    spec->alpha = cJSON_IsNumber(al) ? (float)al->valuedouble : 8.0f; /* peft's default */
+    if (al && !cJSON_IsNumber(al)) {
+        lerr_set(e, "%s: \"lora_alpha\" must be a number", path);
+        goto out;
+    }
+    spec->alpha = al ? (float)al->valuedouble : 8.0f; /* peft's default */
+    if (!(spec->alpha > 0) || !isfinite(spec->alpha)) {
+        lerr_set(e, "%s: \"lora_alpha\" must be > 0, got %g", path, spec->alpha);
+        goto out;
+    }
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(j, "use_rslora");
+    if (rs && !cJSON_IsBool(rs)) {
+        lerr_set(e, "%s: \"use_rslora\" must be true or false", path);
+        goto out;
+    }
     spec->rslora = cJSON_IsTrue(rs);
     const cJSON *dr = cJSON_GetObjectItemCaseSensitive(j, "lora_dropout");
-    spec->dropout = cJSON_IsNumber(dr) ? (float)dr->valuedouble : 0.0f;
-    static const char *unsupported_true[] = {"use_dora", "use_qalora"};
+    if (dr && !cJSON_IsNumber(dr)) {
+        lerr_set(e, "%s: \"lora_dropout\" must be a number", path);
+        goto out;
+    }
+    spec->dropout = dr ? (float)dr->valuedouble : 0.0f;
+    if (!(spec->dropout >= 0 && spec->dropout < 1)) {
+        lerr_set(e, "%s: \"lora_dropout\" must be in [0, 1), got %g", path, spec->dropout);
+        goto out;
+    }
+    static const char *must_be_bool[] = {"use_dora", "use_qalora", "fan_in_fan_out", "inference_mode"};
+    for (size_t i = 0; i < sizeof must_be_bool / sizeof *must_be_bool; i++) {
+        const cJSON *it = cJSON_GetObjectItemCaseSensitive(j, must_be_bool[i]);
+        if (it && !cJSON_IsNull(it) && !cJSON_IsBool(it)) {
+            lerr_set(e, "%s: \"%s\" must be true or false", path, must_be_bool[i]);
+            goto out;
+        }
+    }
+    static const char *unsupported_true[] = {"use_dora", "use_qalora", "lora_bias", "use_bdlora"};
     for (size_t i = 0; i < sizeof unsupported_true / sizeof *unsupported_true; i++)
         if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, unsupported_true[i]))) {
             lerr_set(e, "%s: %s = true is not supported", path, unsupported_true[i]);
@@ -273,8 +302,9 @@ int lora_read_peft_config(lora_spec *spec, const char *path, struct lerr *e) {
         lerr_set(e, "%s: exclude_modules must be a list of module names, a regex, or null", path);
         goto out;
     }
-    static const char *must_be_empty[] = {"rank_pattern", "alpha_pattern", "layers_to_transform",
-                                          "trainable_token_indices", "layer_replication"};
+    static const char *must_be_empty[] = {"rank_pattern",          "alpha_pattern",        "layers_to_transform",
+                                          "trainable_token_indices", "layer_replication", "target_parameters",
+                                          "alora_invocation_tokens", "megatron_config"};
     for (size_t i = 0; i < sizeof must_be_empty / sizeof *must_be_empty; i++) {
         const cJSON *it = cJSON_GetObjectItemCaseSensitive(j, must_be_empty[i]);
         if (it && !cJSON_IsNull(it) && !((cJSON_IsObject(it) || cJSON_IsArray(it)) && !it->child)) {
@@ -283,6 +313,10 @@ int lora_read_peft_config(lora_spec *spec, const char *path, struct lerr *e) {
         }
     }
     const cJSON *bias = cJSON_GetObjectItemCaseSensitive(j, "bias");
+    if (bias && !cJSON_IsNull(bias) && !cJSON_IsString(bias)) {
+        lerr_set(e, "%s: \"bias\" must be a string", path);
+        goto out;
+    }
     if (cJSON_IsString(bias) && strcmp(bias->valuestring, "none")) {
         lerr_set(e, "%s: bias \"%s\" is not supported (only \"none\")", path, bias->valuestring);
         goto out;

@@ -37,7 +37,8 @@
 #include <ini.h>
 
 typedef enum { K_INT, K_I64, K_U64, K_FLOAT, K_BOOL, K_STR, K_TARGETS, K_ENUM } rc_kind;
-typedef enum { R_ANY, R_GT0, R_GE0, R_GE1, R_GE2, R_UNIT_OPEN, R_UNIT } rc_range;
+typedef enum { R_ANY, R_GT0, R_GE0, R_GE1, R_GE2, R_UNIT_OPEN, R_UNIT, R_THREADS } rc_range;
+#define RC_MAX_THREADS 1024 /* OpenMP's runtime fails or crashes creating tens of thousands */
 
 typedef struct {
     const char *section, *key;
@@ -88,7 +89,7 @@ static const rc_key rc_keys[] = {
     {"train", "save_epochs", K_BOOL, F(save_epochs), R_ANY, NULL},
     {"train", "metric_for_best", K_STR, F(metric_for_best), R_ANY, NULL},
     {"train", "log_every", K_I64, F(log_every), R_GE1, NULL},
-    {"train", "threads", K_INT, F(threads), R_GE0, NULL},
+    {"train", "threads", K_INT, F(threads), R_THREADS, NULL},
     {"train", "out_dir", K_STR, F(out_dir), R_ANY, NULL},
     {"train", "metrics", K_STR, F(metrics_path), R_ANY, NULL},
     {"train", "plot", K_STR, F(plot_path), R_ANY, NULL},
@@ -149,6 +150,7 @@ static const char *range_violation(rc_range r, double x) {
     case R_GE2: return x >= 2 ? NULL : "must be >= 2";
     case R_UNIT_OPEN: return x >= 0 && x < 1 ? NULL : "must be in [0, 1)";
     case R_UNIT: return x >= 0 && x <= 1 ? NULL : "must be in [0, 1]";
+    case R_THREADS: return x >= 0 && x <= RC_MAX_THREADS ? NULL : "must be in [0, 1024] (0: the library's default)";
     }
     return NULL;
 }
