@@ -87,10 +87,23 @@ int ckpt_io_err(ckpt_io *io, const char *fmt, ...) {
 }
 
 /* peft key -> module name: the key without ".lora_A.weight" / ".lora_B.weight". */
-void ckpt_module_name(char *out, size_t cap, const char *key) {
+static void module_name(char *out, size_t cap, const char *key) {
     size_t n = strlen(key), s = strlen(SUFFIX_A);
     if (n > s && (!strcmp(key + n - s, SUFFIX_A) || !strcmp(key + n - s, SUFFIX_B))) n -= s;
     snprintf(out, cap, "%.*s", (int)n, key);
+}
+
+int ckpt_tensor_place(const lora_tensor *t, char *group, char *dset) {
+    if (t->kind != LORA_KIND_WHOLE) {
+        module_name(group, LORA_KEY, t->key);
+        snprintf(dset, LORA_KEY, "%s", t->kind == LORA_KIND_A ? "lora_A" : "lora_B");
+        return 0;
+    }
+    const char *dot = strrchr(t->key, '.');
+    if (!dot || dot == t->key || !dot[1] || strchr(t->key, '/')) return -1;
+    snprintf(group, LORA_KEY, "%.*s", (int)(dot - t->key), t->key);
+    snprintf(dset, LORA_KEY, "%s", dot + 1);
+    return 0;
 }
 
 /* ----------------------------------------------------------------- writing */

@@ -58,8 +58,14 @@ int ckpt_h5_fail(ckpt_io *io, const char *call, const char *what);
 /* Records a validation error "PATH: message". Returns -1. */
 int ckpt_io_err(ckpt_io *io, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* peft key -> module name: the key without ".lora_A.weight" / ".lora_B.weight". */
-void ckpt_module_name(char *out, size_t cap, const char *key);
+/* Where tensor t lives in each tree: group[LORA_KEY] gets its module's group
+ * name and dset[LORA_KEY] its dataset's. LoRA A/B: peft's module path (the key
+ * without ".lora_A.weight" / ".lora_B.weight"), dataset lora_A / lora_B. A
+ * whole tensor: the key up to its last '.', dataset the last component
+ * (base_model.model.classifier.bias: group base_model.model.classifier,
+ * dataset bias). -1 when a whole tensor's key has no such split or holds a
+ * '/' (HDF5's path separator). */
+int ckpt_tensor_place(const lora_tensor *t, char *group, char *dset);
 
 /* ---- writing: scalar attributes (file type ftype, memory type mtype), groups, datasets */
 void ckpt_w_attr(ckpt_io *io, hid_t loc, const char *name, hid_t ftype, hid_t mtype, const void *val);

@@ -188,17 +188,84 @@ static void w_config(ckpt_io *io, hid_t f, const char *text) {
     H5Tclose(t);
 }
 
-/* One tree (/adapter or an optimizer moment): <module>/lora_A, lora_B from
- * the flat buffer `buf`; /adapter's module groups also get r, alpha, scaling. */
+/* The format version a's checkpoint is written in: 1 (byte-compatible with
+ * version-1 readers) unless the adapter has whole tensors. */
+static int file_version(const lora_adapter *a) { return a->n_whole > 0 ? CKPT_VERSION : CKPT_VERSION_LORA; }
+
+/* The adapter's table is one the format can hold: every tensor has a place
+ * (ckpt_tensor_place), a whole tensor's group is not also a LoRA module's
+ * (both would be one HDF5 group), shapes are positive (1-D: rows = 1) and the
+ * modules_to_save names can be listed comma-separated. Checked before any
+ * file is created. */
+static int check_layout(const lora_adapter *a, struct lerr *e) {
+    int n_lora = 0, n_whole = 0;
+    for (int i = 0; i < a->n_tensor; i++) {
+        const lora_tensor *t = &a->tensor[i];
+        char grp[LORA_KEY], ds[LORA_KEY];
+        if (t->kind == LORA_KIND_WHOLE)
+            n_whole++;
+        else
+            n_lora++;
+        if (t->rows < 1 || t->cols < 1 || (t->kind == LORA_KIND_WHOLE) != (t->mt >= 0) ||
+            (t->ndim != 2 && !(t->kind == LORA_KIND_WHOLE && t->ndim == 1 && t->rows == 1)))
+            return lerr_set(e, "ckpt_write: tensor %s: kind %d, %d-D (%d, %d) cannot be checkpointed", t->key,
+                            (int)t->kind, t->ndim, t->rows, t->cols);
+        if (ckpt_tensor_place(t, grp, ds))
+            return lerr_set(e, "ckpt_write: whole tensor %s: its key has no module part (MODULE.NAME)", t->key);
+        if (t->kind != LORA_KIND_WHOLE) continue;
+        for (int j = 0; j < a->n_mod; j++) {
+            char mg[LORA_KEY], md[LORA_KEY];
+            ckpt_tensor_place(&a->tensor[a->mod[j].tA], mg, md);
+            if (!strcmp(mg, grp))
+                return lerr_set(e,
+                                "ckpt_write: module %s is both LoRA-adapted and trained whole (%s): a checkpoint "
+                                "cannot hold both",
+                                grp, t->key);
+        }
+    }
+    if (n_lora != 2 * a->n_mod || n_whole != a->n_whole)
+        return lerr_set(e, "ckpt_write: the adapter's table has %d LoRA and %d whole tensors, expected %d and %d",
+                        n_lora, n_whole, 2 * a->n_mod, a->n_whole);
+    for (int k = 0; k < a->spec.n_save; k++)
+        if (strchr(a->spec.save[k], ','))
+            return lerr_set(e, "ckpt_write: modules_to_save name '%s' holds a comma", a->spec.save[k]);
+    return 0;
+}
+
+/* One tree (/adapter or an optimizer moment) from the flat buffer `buf`,
+ * walking the adapter's tensor table: a LoRA module's group (at its lora_A)
+ * with lora_A and lora_B, a whole tensor's dataset in its module's group
+ * (created at the module's first tensor). In /adapter, LoRA groups get r,
+ * alpha, scaling and whole groups kind = "whole". */
 static void w_tree(ckpt_io *io, hid_t f, const char *tree, const lora_adapter *a, const float *buf, int with_attrs) {
     if (io->err) return;
     hid_t g = ckpt_w_group(io, f, tree + 1);
-    for (int i = 0; i < a->n_mod && !io->err; i++) {
-        const lora_module *m = &a->mod[i];
-        char mod[LORA_KEY], full[OBJ_CAP];
-        ckpt_module_name(mod, sizeof mod, a->tensor[m->tA].key);
-        snprintf(full, sizeof full, "%s/%s", tree, mod);
-        hid_t mg = ckpt_w_group(io, g, mod);
+    for (int i = 0; i < a->n_tensor && !io->err; i++) {
+        const lora_tensor *t = &a->tensor[i];
+        if (t->kind == LORA_KIND_B) continue; /* written with its module's lora_A */
+        char grp[LORA_KEY], ds[LORA_KEY], full[OBJ_CAP], dfull[OBJ_CAP];
+        ckpt_tensor_place(t, grp, ds);
+        snprintf(full, sizeof full, "%s/%s", tree, grp);
+        if (t->kind == LORA_KIND_WHOLE) {
+            int x = ckpt_r_exists(io, g, grp, full);
+            hid_t mg = x < 0 ? -1 : x ? H5Gopen2(g, grp, H5P_DEFAULT) : ckpt_w_group(io, g, grp);
+            if (x > 0 && mg < 0) ckpt_h5_fail(io, "H5Gopen2", full);
+            if (!x && with_attrs) ckpt_w_str(io, mg, "kind", "whole");
+            hsize_t dims[2] = {(hsize_t)t->rows, (hsize_t)t->cols};
+            snprintf(dfull, sizeof dfull, "%s/%s", full, ds);
+            ckpt_w_dset(io, mg, ds, dfull, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, t->ndim, t->ndim == 2 ? dims : dims + 1,
+                        buf + t->off);
+            ckpt_w_close_group(io, mg, full);
+            continue;
+        }
+        const lora_module *m = NULL;
+        for (int j = 0; j < a->n_mod && !m; j++)
+            if (a->mod[j].tA == i) m = &a->mod[j];
+        if (!m) {
+            ckpt_io_err(io, "tensor %s: lora_A of no module", t->key);
+            break;
+        }
+        hid_t mg = ckpt_w_group(io, g, grp);
         if (with_attrs) {
             ckpt_w_i32(io, mg, "r", m->r);
             ckpt_w_f32(io, mg, "alpha", a->spec.alpha);
@@ -206,12 +273,11 @@ static void w_tree(ckpt_io *io, hid_t f, const char *tree, const lora_adapter *a
         }
         const int tix[2] = {m->tA, m->tB};
         for (int k = 0; k < 2; k++) {
-            const lora_tensor *t = &a->tensor[tix[k]];
-            hsize_t dims[2] = {(hsize_t)t->rows, (hsize_t)t->cols};
-            char dfull[OBJ_CAP];
+            const lora_tensor *tk = &a->tensor[tix[k]];
+            hsize_t dims[2] = {(hsize_t)tk->rows, (hsize_t)tk->cols};
             snprintf(dfull, sizeof dfull, "%s/%s", full, k ? "lora_B" : "lora_A");
             ckpt_w_dset(io, mg, k ? "lora_B" : "lora_A", dfull, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dims,
-                        buf + t->off);
+                        buf + tk->off);
         }
         ckpt_w_close_group(io, mg, full);
     }
@@ -228,7 +294,7 @@ static void w_content(ckpt_io *io, hid_t f, const ckpt_state *st, const lora_ada
     strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tmv);
 
     ckpt_w_str(io, f, "format", CKPT_FORMAT);
-    ckpt_w_i32(io, f, "format_version", CKPT_VERSION);
+    ckpt_w_i32(io, f, "format_version", file_version(a));
     ckpt_w_i64(io, f, "step", st->step);
     ckpt_w_i64(io, f, "epoch", st->epoch);
     ckpt_w_i64(io, f, "tokens_seen", st->tokens_seen);
@@ -259,6 +325,14 @@ static void w_content(ckpt_io *io, hid_t f, const ckpt_state *st, const lora_ada
         ckpt_w_str(io, ag, "target_modules", tm);
         ckpt_w_i32(io, ag, "target_regex", a->spec.target_regex);
         ckpt_w_f32(io, ag, "dropout", a->spec.dropout);
+        if (file_version(a) >= 2) { /* absent from version-1 files, which have no whole tensor */
+            char ms[LORA_MAX_SAVE * LORA_NAME] = "";
+            len = 0;
+            for (int t = 0; t < a->spec.n_save && len < sizeof ms; t++)
+                len += (size_t)snprintf(ms + len, sizeof ms - len, "%s%s", t ? "," : "", a->spec.save[t]);
+            ckpt_w_str(io, ag, "modules_to_save", ms);
+            ckpt_w_i32(io, ag, "full_finetune", a->full != 0);
+        }
         ckpt_w_close_group(io, ag, "/adapter");
     }
 
@@ -338,6 +412,7 @@ int ckpt_write(const char *dir, const ckpt_state *st, const lora_adapter *a, con
         return lerr_set(e, "ckpt_write: unknown sampling mode %d", st->sampling);
     if (st->n_metrics < 0 || (st->n_metrics > 0 && (!st->m_step || !st->m_loss || !st->m_lr || !st->m_tokens_per_s)))
         return lerr_set(e, "ckpt_write: %lld metrics rows but no arrays", (long long)st->n_metrics);
+    if (check_layout(a, e)) return -1;
     char final[PATH_CAP], tmp[PATH_CAP];
     if (snprintf(final, sizeof final, "%s/step_%08lld.h5", dir, (long long)st->step) >= (int)sizeof final ||
         snprintf(tmp, sizeof tmp, "%s/.step_%08lld.h5.tmp.%ld", dir, (long long)st->step, (long)getpid()) >=
