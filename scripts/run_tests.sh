@@ -67,6 +67,7 @@ run "bad inputs" tests/bad_inputs.sh "$B"
 run "parameter server: equivalence (N = 1, 2, 4, 64; S = 1, 2)" tests/ps_equivalence.sh "$B"
 run "parameter server: faults" tests/ps_faults.sh "$B"
 run "checkpoints and resume" tests/ckpt_resume.sh "$B"
+run "checkpoints and resume with whole tensors (modules_to_save)" tests/ckpt_whole.sh "$B"
 run "multi-host over TCP (network namespaces: 2, 3, 4 hosts)" tests/multihost.sh "$B"
 if [ "$QUICK" != "--quick" ]; then
     run "convergence (WordNet, 300 steps)" tests/convergence.sh "$B"
