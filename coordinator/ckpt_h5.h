@@ -5,9 +5,10 @@
  * dataset helpers on both sides, the object names of the format, and the
  * name tables. Not a public header: only coordinator/ckpt_*.c include it.
  *
- * Every helper is a no-op (returning -1, 0 or NULL) once io->err is set, so a
- * sequence of calls is checked once at its end and only the first error is
- * reported. Errors read "PATH: <call> failed: <innermost HDF5 description>"
+ * The writers, ckpt_r_group, the attribute readers and ckpt_r_dset are no-ops
+ * (returning -1, 0 or NULL) once io->err is set, so a sequence of calls is
+ * checked once at its end and only the first error is reported;
+ * ckpt_r_exists, ckpt_r_string_from and ckpt_r_read always run. Errors read "PATH: <call> failed: <innermost HDF5 description>"
  * (ckpt_h5_fail) or "PATH: <message>" (ckpt_io_err).
  */
 #ifndef CKPT_H5_H
