@@ -245,9 +245,27 @@ static int64_t step_of(const char *path) {
     return (int64_t)k;
 }
 
-/* The checkpoint at path against this run: same base model, r, alpha and
- * adapted modules (errors start with "resume: " and name the config key);
- * changed settings are reported. */
+/* a and b (n_a, n_b names) hold the same names, in any order. */
+static int same_names(char (*a)[LORA_NAME], int n_a, char (*b)[LORA_NAME], int n_b) {
+    if (n_a != n_b) return 0;
+    for (int i = 0; i < n_a; i++) {
+        int j = 0;
+        while (j < n_b && strcmp(a[i], b[j])) j++;
+        if (j == n_b) return 0;
+    }
+    return 1;
+}
+
+/* "classifier,pooler" or "(none)" */
+static void join_names(char *out, size_t cap, char (*names)[LORA_NAME], int n) {
+    snprintf(out, cap, "%s", n ? "" : "(none)");
+    for (int i = 0; i < n; i++) snprintf(out + strlen(out), cap - strlen(out), "%s%s", i ? "," : "", names[i]);
+}
+
+/* The checkpoint at path against this run: same base model, r, alpha,
+ * adapted modules and whole tensors (modules_to_save) (errors start with
+ * "resume: " and name the config key or the names); changed settings are
+ * reported. */
 static int resume_check(ps_state *r, const char *path, struct lerr *e) {
     ps_ctx *p = &r->p;
     const run_config *c = &r->t.cfg;
@@ -269,6 +287,14 @@ static int resume_check(ps_state *r, const char *path, struct lerr *e) {
     if (spec.alpha != r->t.ad.spec.alpha || spec.rslora != r->t.ad.spec.rslora) {
         lerr_set(e, "resume: [lora] alpha = %g%s, but %s was trained with alpha = %g%s", r->t.ad.spec.alpha,
                  r->t.ad.spec.rslora ? " (rsLoRA)" : "", path, spec.alpha, spec.rslora ? " (rsLoRA)" : "");
+        goto out;
+    }
+    if (!same_names(spec.save, spec.n_save, r->t.ad.spec.save, r->t.ad.spec.n_save)) {
+        char mine[LORA_MAX_SAVE * LORA_NAME], theirs[LORA_MAX_SAVE * LORA_NAME];
+        join_names(mine, sizeof mine, r->t.ad.spec.save, r->t.ad.spec.n_save);
+        join_names(theirs, sizeof theirs, spec.save, spec.n_save);
+        lerr_set(e, "resume: this run trains modules_to_save = %s as whole tensors, but %s was trained with "
+                 "modules_to_save = %s", mine, path, theirs);
         goto out;
     }
     lora_adapter other;

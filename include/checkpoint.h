@@ -10,10 +10,15 @@
  *   /adapter/<module>/lora_A, lora_B   float32 datasets; <module> is peft's module path
  *                          (base_model.model.transformer.h.0.attn.c_attn); the group has attrs
  *                          r, alpha, scaling
+ *   /adapter/<module>/<name>   a whole tensor (peft's modules_to_save, or full fine-tuning):
+ *                          the key base_model.model.classifier.bias is group
+ *                          base_model.model.classifier, dataset bias; float32, 1-D or 2-D as the
+ *                          tensor is; the group has attr kind = "whole"
  *   /adapter               attrs: target_modules (the configured targets, comma-separated, or the
- *                                 regex), target_regex, dropout
+ *                                 regex), target_regex, dropout; with whole tensors also
+ *                                 modules_to_save (comma-separated) and full_finetune
  *   /optimizer             attrs: name, step (AdamW steps applied), lr, beta1, beta2, eps, weight_decay
- *   /optimizer/exp_avg/<module>/lora_A ...      AdamW m, same tree as /adapter
+ *   /optimizer/exp_avg/<module>/lora_A ...      AdamW m, same tree and shapes as /adapter
  *   /optimizer/exp_avg_sq/<module>/lora_A ...   AdamW v
  *   /schedule              attrs: kind, lr, warmup_steps, total_steps, min_lr_ratio, position
  *   /rng                   attrs: init_seed, data_seed, dropout_seed (every random draw of the
@@ -30,9 +35,14 @@
  * The temporary of a writer that died is removed by the next write once its pid is gone.
  * Retention keeps the `keep` highest step numbers, and always the file just written.
  *
- * Reading validates the format name and version (an unknown version is rejected naming both
- * versions), every dataset's presence and shape against the adapter layout, and the metrics'
- * lengths; a truncated or corrupted file is an error, never a silent partial load.
+ * Every trainable tensor of the adapter's table is in the file, in the table's order: LoRA
+ * modules and whole tensors alike. A file without whole tensors is format version 1, exactly as
+ * before whole tensors existed (older readers read it); one with whole tensors is version 2.
+ *
+ * Reading validates the format name and version (an unknown version is rejected naming the
+ * versions this build reads), every dataset's presence and shape against the adapter layout,
+ * and the metrics' lengths; a truncated or corrupted file is an error, never a silent partial
+ * load.
  */
 #ifndef CHECKPOINT_H
 #define CHECKPOINT_H
@@ -44,7 +54,8 @@
 #include "lora.h"
 
 #define CKPT_FORMAT "lora-ps-checkpoint"
-#define CKPT_VERSION 1
+#define CKPT_VERSION 2      /* the newest version, written when the adapter has whole tensors */
+#define CKPT_VERSION_LORA 1 /* written when it has none (LoRA A/B only); this build reads 1 and 2 */
 #ifndef LORA_PROJECT_VERSION
 #define LORA_PROJECT_VERSION "0.1.0" /* written as the root attribute project_version */
 #endif
@@ -54,6 +65,8 @@ typedef struct {
     int64_t epoch;
     int64_t tokens_seen;
     int ranks;               /* MPI ranks of the run that wrote it (root attr "ranks") */
+    int format_version;      /* on read: the file's (the writer picks it from the adapter) */
+    int full_finetune;       /* on read: every trained tensor is whole (the writer takes a->full) */
     int64_t data_cursor;     /* global sample index where the next step starts */
     int64_t opt_steps;       /* AdamW steps applied (t of the last update); < step when steps were skipped */
     /* optimizer and schedule settings at write time */
@@ -75,7 +88,10 @@ typedef struct {
 } ckpt_state;
 
 /* Writes dir/step_%08lld.h5 from st, the adapter's values (a->w) and the
- * optimizer's flat m and v (same layout as a->w). Creates dir if needed.
+ * optimizer's flat m and v (same layout as a->w): every tensor of a's table,
+ * LoRA and whole. Creates dir if needed. An adapter whose table the format
+ * cannot hold (a module both LoRA-adapted and whole) is an error before any
+ * file is made.
  * Keeps the `keep` newest checkpoints (keep <= 0: keep all; the file just
  * written always stays). On success the final path goes to path_out (if not
  * NULL). On error -1 with "PATH: <what failed>", the temporary removed and
@@ -86,9 +102,10 @@ int ckpt_write(const char *dir, const ckpt_state *st, const lora_adapter *a, con
 
 /* Reads path into st (strings and metrics malloc'd), a->w, m and v (m or v
  * may be NULL: that moment is validated but not read). The adapter layout
- * (module names, r, shapes) must match a's exactly; a mismatch is an error
- * naming the dataset and both shapes. On error st is left zeroed (nothing to
- * free) and a->w, m, v may be partly overwritten. */
+ * (LoRA module names, r, whole tensors, shapes) must match a's exactly: a
+ * shape mismatch is an error naming the dataset and both shapes, a module or
+ * whole tensor on one side only an error naming it. On error st is left
+ * zeroed (nothing to free) and a->w, m, v may be partly overwritten. */
 int ckpt_read(const char *path, ckpt_state *st, lora_adapter *a, float *m, float *v, struct lerr *e);
 void ckpt_state_free(ckpt_state *st);
 
@@ -101,7 +118,9 @@ void ckpt_state_free(ckpt_state *st);
  * r, alpha, dropout, rslora (scaling != alpha/r), targets = the full module
  * paths without "base_model.model." (with more than LORA_MAX_TARGETS modules:
  * the targets as configured, /adapter's target_modules, which select the
- * same modules of the same model). On error st is left zeroed. */
+ * same modules of the same model), and save = the modules_to_save names of
+ * the whole tensors. A full fine-tuning file (st->full_finetune) has no LoRA
+ * module: its spec is all zero. On error st is left zeroed. */
 int ckpt_read_meta(const char *path, ckpt_state *st, lora_spec *spec_out, struct lerr *e);
 
 /* The newest checkpoint in dir that validates (ckpt_read_meta succeeds).

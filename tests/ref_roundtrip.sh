@@ -8,7 +8,8 @@
 #  - lora_worker (BSP, 2 workers) with checkpoints: the adapter `lora export --checkpoint` writes
 #    loads in peft and gives the logits we compute from the checkpoint through the HDF5 reader;
 #    h5py reads the checkpoint following only docs/checkpoint-format.md, and its adapter equals
-#    the exported one;
+#    the exported one; the same with peft's modules_to_save (an adapter peft saved with ln_f,
+#    trained from by lora_worker: a version-2 checkpoint with ln_f's tensors trained whole);
 #  - HF -> ours: an adapter peft trained (5 AdamW steps, save_pretrained) is loaded by
 #    `lora logits --adapter` and `lora eval --adapter`: our logits, loss and validation loss
 #    equal peft's.
@@ -90,6 +91,25 @@ step "peft loads the exported checkpoint adapter and gives our logits and loss" 
     tests/fixtures/gpt2-tiny/base "$d/exported" "$d/batch.st" "$d/ours.st"
 step "h5py reads the checkpoint as docs/checkpoint-format.md describes it" $HF h5-checkpoint \
     "$d/ckpt/step_00000004.h5" "$d/exported"
+
+# the same with whole tensors: peft's modules_to_save = ln_f (a 1-D weight and bias)
+ps=$d
+d="$TMPD/ps-save"
+mkdir -p "$d"
+step "peft saves an adapter with modules_to_save = ln_f" $HF peft-init tests/fixtures/gpt2-tiny/base "$d/init" ln_f
+step "lora_worker trains from it (ln_f whole) and writes checkpoints" \
+    mpi 3 --config tests/ps-tiny.ini --set data.train="$ps/train.tok" --set train.steps=4 \
+    --set lora.init_from="$d/init" --set checkpoint.dir="$d/ckpt" --set checkpoint.every_steps=2 \
+    --set train.out_dir="$d/adapter"
+step "lora export --checkpoint with whole tensors" "$LORA" export --checkpoint "$d/ckpt/step_00000004.h5" \
+    --out "$d/exported"
+step "the exported adapter (ln_f included) is the run's adapter, bitwise" "$LORA" compare "$d/exported" "$d/adapter"
+step "lora logits from the checkpoint with whole tensors" "$LORA" logits --model tests/fixtures/gpt2-tiny/base \
+    --checkpoint "$d/ckpt/step_00000004.h5" --input "$ps/batch.st" --out "$d/ours.st"
+step "peft loads the exported adapter with modules_to_save and gives our logits and loss" $HF peft-load \
+    tests/fixtures/gpt2-tiny/base "$d/exported" "$ps/batch.st" "$d/ours.st"
+step "h5py reads the version-2 checkpoint (whole groups) as docs/checkpoint-format.md describes it" \
+    $HF h5-checkpoint "$d/ckpt/step_00000004.h5" "$d/exported"
 
 # peft -> ours
 d="$TMPD/peft"

@@ -203,6 +203,7 @@ static void test_roundtrip_and_h5dump(const char *root, char *path, size_t cap) 
     CHECK(!memcmp(v, v2, n * 4), "exp_avg_sq differs after the round trip");
     CHECK(state_equal(&st, &got, 1), "state or metrics differ after the round trip");
     CHECK(got.n_metrics == 3, "n_metrics %lld", (long long)got.n_metrics);
+    CHECK(got.format_version == 1 && !got.full_finetune, "LoRA only: version %d", got.format_version);
     ckpt_state_free(&got);
 
     /* m and v may be left out: validated, not read */
@@ -248,6 +249,11 @@ static void test_roundtrip_and_h5dump(const char *root, char *path, size_t cap) 
             CHECK(strstr(out, "GROUP \"exp_avg_sq\""), "h5dump -H output lacks exp_avg_sq");
             CHECK(strstr(out, "DATASET \"lora_A\"") && strstr(out, "H5T_IEEE_F32LE"), "h5dump -H: no float lora_A");
             CHECK(strstr(out, "ATTRIBUTE \"format_version\""), "h5dump -H: no format_version");
+            /* no whole tensor: version 1 as it always was, none of version 2's objects */
+            const char *k1 = strstr(out, "ATTRIBUTE \"kind\""); /* /schedule's, and no module's */
+            CHECK(!strstr(out, "modules_to_save") && !strstr(out, "full_finetune") && k1 &&
+                      !strstr(k1 + 16, "\"kind\""),
+                  "h5dump -H: version-2 objects in a LoRA-only file");
         }
         free(out);
         /* -H shows no values; -A adds the attributes' values */
@@ -260,6 +266,9 @@ static void test_roundtrip_and_h5dump(const char *root, char *path, size_t cap) 
             CHECK(strstr(out, "\"lora-ps-checkpoint\""), "h5dump -A output lacks the format name:\n%s", out);
             CHECK(strstr(out, "\"0123456789abcdef\""), "h5dump -A output lacks the model hash");
             CHECK(strstr(out, "\"cosine\""), "h5dump -A output lacks the schedule kind");
+            const char *fv = strstr(out, "ATTRIBUTE \"format_version\"");
+            const char *d0 = fv ? strstr(fv, "(0): ") : NULL;
+            CHECK(d0 && atoi(d0 + 5) == 1, "h5dump -A: format_version is not 1");
         }
         free(out);
         snprintf(cmd, sizeof cmd, "h5dump -d '" MOD0 "/lora_A' '%s' 2>&1", path);
@@ -395,11 +404,12 @@ static void test_mismatches(const char *root, const char *good) {
     if (f >= 0) H5Fclose(f);
     if (!make_adapter(&b, 16, 4, 0, 1)) {
         int rc = ckpt_read(p, &got, &b, NULL, NULL, &e);
-        CHECK(rc == -1 && strstr(e.msg, p) && strstr(e.msg, "version 7") && strstr(e.msg, "version 1"),
+        CHECK(rc == -1 && strstr(e.msg, p) && strstr(e.msg, "version 7") && strstr(e.msg, "reads versions 1 and 2"),
               "version 7: rc %d: %s", rc, e.msg);
         printf("  version mismatch: %s\n", e.msg);
         rc = ckpt_read_meta(p, &got, NULL, &e);
-        CHECK(rc == -1 && strstr(e.msg, "version 7") && strstr(e.msg, "version 1"), "meta, version 7: %s", e.msg);
+        CHECK(rc == -1 && strstr(e.msg, "version 7") && strstr(e.msg, "reads versions 1 and 2"), "meta, version 7: %s",
+              e.msg);
         lora_free(&b);
     }
     /* another format name */

@@ -276,7 +276,8 @@ static int cmd_export(int argc, char **argv) {
     if (rc)
         fprintf(stderr, "lora export: %s\n", e.msg);
     else
-        printf("exported %d modules (r=%d) from %s to %s (peft format)\n", a.n_mod, a.spec.r, ckpt, out);
+        printf("exported %d modules (r=%d) and %d whole tensors from %s to %s (peft format)\n", a.n_mod, a.spec.r,
+               a.n_whole, ckpt, out);
     lora_free(&a);
     model_free(&m);
     return rc ? 1 : 0;

@@ -15,6 +15,9 @@ fails, printing what differed, and 0 when all passed.
   hf_check.py peft-train BASE_DIR OUT_ADAPTER BATCH OUT_REF.safetensors SEED
         peft trains an adapter (5 AdamW steps on random batches), save_pretrained;
         writes peft's logits and loss on BATCH
+  hf_check.py peft-init BASE_DIR OUT_ADAPTER MODULES_TO_SAVE
+        get_peft_model with tests/ps-tiny.ini's LoRA (r 4, alpha 8, c_attn and
+        c_proj) and modules_to_save (comma-separated), save_pretrained untrained
   hf_check.py tokens VOCAB COUNT SEED OUT.bin
         random token ids in a token file of llm.c's format (which lora-ps reads)
   hf_check.py peft-eval BASE_DIR ADAPTER_DIR TOKENS.bin SEQ_LEN N_WINDOWS
@@ -22,9 +25,10 @@ fails, printing what differed, and 0 when all passed.
   hf_check.py compare OURS.safetensors REF.safetensors [--tol 1e-4]
         logits and loss of two files (relative error: ||a - b|| / ||b||)
   hf_check.py h5-checkpoint CKPT.h5 ADAPTER_DIR
-        an independent reader of docs/checkpoint-format.md: every documented
-        object and attribute with its type, and the adapter values equal to the
-        exported peft adapter's
+        an independent reader of docs/checkpoint-format.md (format versions 1
+        and 2): every documented object and attribute with its type, LoRA
+        modules and whole tensors (modules_to_save), and the adapter values
+        equal to the exported peft adapter's
 """
 import io
 import json
@@ -142,10 +146,14 @@ def cmd_peft_load(base, adapter, batch, ours, tol):
     # every tensor of the file became a parameter, and every LoRA parameter came from the file
     from safetensors.torch import load_file
     saved = load_file(f"{adapter}/adapter_model.safetensors")
-    params = {n.replace(".default", ""): p for n, p in pm.named_parameters() if "lora_" in n}
+    # LoRA parameters, and modules_to_save copies (<module>.modules_to_save.default.<name>)
+    params = {n.replace(".modules_to_save.default", "") if ".modules_to_save.default." in n else
+              n.replace(".default", ""): p for n, p in pm.named_parameters()
+              if "lora_" in n or ".modules_to_save.default." in n}
     missing = sorted(set(params) - set(saved))
     extra = sorted(set(saved) - set(params))
-    rp.check("the file's tensors are exactly the model's LoRA parameters", not missing and not extra,
+    rp.check("the file's tensors are exactly the model's LoRA parameters and modules_to_save copies",
+             not missing and not extra,
              f"not in the file: {missing[:5]}, not in the model: {extra[:5]}")
     worst = max((rel_err(params[k].detach().numpy(), saved[k].numpy()) for k in saved if k in params), default=0.0)
     rp.check("loaded values equal the file's", worst == 0.0, f"worst relative difference {worst:.3e}")
@@ -249,6 +257,19 @@ def cmd_peft_train(base, out_adapter, batch, out_ref, seed):
     return 0
 
 
+def cmd_peft_init(base, out_adapter, save):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn", "c_proj"], lora_dropout=0.0,
+                     modules_to_save=save.split(","), task_type="CAUSAL_LM")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pm = get_peft_model(model, cfg)
+        pm.save_pretrained(out_adapter)
+    return 0
+
+
 def cmd_compare(ours, ref, tol):
     rp = Report("ours vs reference")
     r = load_st(ref)
@@ -275,7 +296,8 @@ def cmd_h5(ckpt, adapter):
         return a.decode() if isinstance(a, bytes) else a
 
     rp.check("format is lora-ps-checkpoint", attr(f, "format", "str") == "lora-ps-checkpoint")
-    rp.check("format_version is 1", attr(f, "format_version", "int32") == 1)
+    version = attr(f, "format_version", "int32")
+    rp.check("format_version is 1 or 2", version in (1, 2), f"{version!r}")
     for n in ("step", "epoch", "tokens_seen"):
         attr(f, n, "int64")
     attr(f, "ranks", "int32")
@@ -292,6 +314,13 @@ def cmd_h5(ckpt, adapter):
     attr(ad, "target_modules", "str")
     attr(ad, "target_regex", "int32")
     attr(ad, "dropout", "float32")
+    if version == 2:
+        save_attr = attr(ad, "modules_to_save", "str")
+        full = attr(ad, "full_finetune", "int32")
+    else:
+        rp.check("a version-1 /adapter has no modules_to_save or full_finetune",
+                 "modules_to_save" not in ad.attrs and "full_finetune" not in ad.attrs)
+        save_attr, full = "", 0
     opt = f["optimizer"]
     rp.check("/optimizer @name is adamw", attr(opt, "name", "str") == "adamw")
     attr(opt, "step", "int64")
@@ -319,32 +348,71 @@ def cmd_h5(ckpt, adapter):
     peft = load_file(f"{adapter}/adapter_model.safetensors")
     with open(f"{adapter}/adapter_config.json") as fh:
         pcfg = json.load(fh)
-    mods = list(ad.keys())
-    rp.check("one /adapter group per module of the exported adapter",
-             sorted(m + s for m in mods for s in (".lora_A.weight", ".lora_B.weight")) == sorted(peft),
-             f"{len(mods)} groups, {len(peft)} peft tensors")
+    # groups with kind = "whole" hold whole tensors (version 2 only); the others are LoRA modules
+    kinds = {m: ad[m].attrs.get("kind") for m in ad.keys()}
+    kinds = {m: (k.decode() if isinstance(k, bytes) else k) for m, k in kinds.items()}
+    mods = [m for m, k in kinds.items() if k is None]
+    wmods = [m for m, k in kinds.items() if k is not None]
+    for m in wmods:
+        rp.check(f"{m}: kind is \"whole\"", kinds[m] == "whole", f"{kinds[m]!r}")
+    rp.check("whole groups only in a version-2 file", version == 2 or not wmods, f"{len(wmods)} in version {version}")
+    rp.check("no whole group means version 1", version == 1 or wmods)
+    wkeys = [f"{m}.{n}" for m in wmods for n in ad[m].keys()]
+    want = sorted([m + s for m in mods for s in (".lora_A.weight", ".lora_B.weight")] + wkeys)
+    rp.check("one /adapter group per module of the exported adapter, one dataset per whole tensor",
+             want == sorted(peft), f"{len(mods)} LoRA groups, {len(wkeys)} whole tensors, {len(peft)} peft tensors")
+    save = pcfg.get("modules_to_save") or []
+    rp.check("/adapter @modules_to_save lists adapter_config.json's modules_to_save",
+             (save_attr or "") == ",".join(save), f"{save_attr!r} vs {save!r}")
+    if not full:
+        pre = "base_model.model."
+        for m in wmods:
+            path = m[len(pre):] if m.startswith(pre) else None
+            rp.check(f"{m} is selected by a modules_to_save name",
+                     path is not None and any(path == n or path.endswith("." + n) for n in save), f"{save!r}")
     worst = 0.0
+
+    def same_as_peft(name, x, y):
+        nonlocal worst
+        same = x.dtype == np.float32 and x.shape == y.shape and np.array_equal(x[...], y)
+        if not same:
+            worst = max(worst, rel_err(x[...], y) if x.shape == y.shape else float("inf"))
+        rp.check(f"{name} {x.shape} equals the exported peft tensor", same,
+                 "" if same else f"relative difference {worst:.3e}")
+
+    def opt_like(rel, x):
+        for tree in ("exp_avg", "exp_avg_sq"):
+            o = opt[tree][rel]
+            if o.shape != x.shape or o.dtype != np.float32:
+                rp.check(f"/optimizer/{tree}/{rel} has the adapter's shape", False, f"{o.shape} vs {x.shape}")
+
+    for tree in ("exp_avg", "exp_avg_sq"):
+        rp.check(f"/optimizer/{tree} holds /adapter's groups", sorted(opt[tree].keys()) == sorted(ad.keys()))
     for m in mods:
         g = ad[m]
         r = attr(g, "r", "int32")
         alpha = attr(g, "alpha", "float32")
         scaling = attr(g, "scaling", "float32")
         rp.check(f"{m}: r and alpha equal adapter_config.json's", r == pcfg["r"] and alpha == pcfg["lora_alpha"])
-        want = alpha / (np.sqrt(r) if pcfg.get("use_rslora") else r)
+        want_s = alpha / (np.sqrt(r) if pcfg.get("use_rslora") else r)
         rp.check(f"{m}: scaling = alpha / {'sqrt(r)' if pcfg.get('use_rslora') else 'r'}",
-                 abs(float(scaling) - want) <= 1e-6 * abs(want))
+                 abs(float(scaling) - want_s) <= 1e-6 * abs(want_s))
         for t in ("lora_A", "lora_B"):
             x = g[t]
-            y = peft[f"{m}.{t}.weight"]
-            same = x.dtype == np.float32 and x.shape == y.shape and np.array_equal(x[...], y)
-            if not same:
-                worst = max(worst, rel_err(x[...], y) if x.shape == y.shape else float("inf"))
+            rp.check(f"{m}/{t} is 2-D", x.ndim == 2, f"{x.shape}")
+            same_as_peft(f"{m}/{t}", x, peft[f"{m}.{t}.weight"])
+            opt_like(f"{m}/{t}", x)
+    for m in wmods:
+        for n in ad[m].keys():
+            x = ad[m][n]
+            rp.check(f"{m}/{n} is a float32 tensor of rank 1 or 2", x.dtype == np.float32 and x.ndim in (1, 2),
+                     f"{x.dtype} {x.shape}")
+            if f"{m}.{n}" in peft:
+                same_as_peft(f"{m}/{n} (whole)", x, peft[f"{m}.{n}"])
+            opt_like(f"{m}/{n}", x)
             for tree in ("exp_avg", "exp_avg_sq"):
-                o = opt[tree][m][t]
-                if o.shape != x.shape or o.dtype != np.float32:
-                    rp.check(f"/optimizer/{tree}/{m}/{t} has the adapter's shape", False, f"{o.shape} vs {x.shape}")
-            rp.check(f"{m}/{t} ({x.shape[0]}x{x.shape[1]}) equals the exported peft tensor", same,
-                     "" if same else f"relative difference {worst:.3e}")
+                rp.check(f"/optimizer/{tree}/{m} holds /adapter/{m}'s datasets",
+                         sorted(opt[tree][m].keys()) == sorted(ad[m].keys()))
     return rp.close()
 
 
@@ -365,6 +433,7 @@ def main(argv):
         "peft-load": (4, lambda a: cmd_peft_load(*a, tol)),
         "hf-load": (3, lambda a: cmd_hf_load(*a, tol)),
         "peft-train": (5, lambda a: cmd_peft_train(*a)),
+        "peft-init": (3, lambda a: cmd_peft_init(*a)),
         "tokens": (4, lambda a: cmd_tokens(*a)),
         "peft-eval": (5, lambda a: cmd_peft_eval(*a)),
         "compare": (2, lambda a: cmd_compare(*a, tol)),
