@@ -61,6 +61,13 @@ void attention_forward(float *out, float *att, const float *qkv, int B, int T, i
 void attention_backward(float *dqkv, float *scratch, const float *dout, const float *att, const float *qkv, int B,
                         int T, int C, int H);
 
+/* Causal attention of n new queries against a cache, for decoding: q (n, C)
+ * at absolute positions pos0 .. pos0+n-1, keys and values of positions
+ * 0 .. pos0+n-1 in kc, vc (rows of stride ldc, head h at columns h*hs); out
+ * (n, C). The same arithmetic as attention_forward's rows. */
+void attention_decode(float *out, const float *q, int ldq, const float *kc, const float *vc, int ldc, int n, int pos0,
+                      int C, int H);
+
 /* Softmax cross-entropy over rows of logits (N, V): for rows with target >= 0,
  * loss_sum += lse - logit[target]; lse (N) saved. Returns the sum of losses (double). */
 double crossentropy_forward(float *lse, const float *logits, const int32_t *targets, int N, int V, int64_t *n_targets);

@@ -73,6 +73,7 @@ typedef struct {
 
 typedef struct model model;
 typedef struct model_ws model_ws; /* a family's workspace (opaque) */
+typedef struct model_kv model_kv; /* a family's decoding cache (opaque) */
 
 typedef struct {
     const char *model_type; /* config.json's model_type this family answers to */
@@ -98,6 +99,13 @@ typedef struct {
     const float *(*output)(const model_ws *s, int *ndim, int64_t shape[3]);
     /* Matmul FLOPs of one training step on B x T. */
     double (*step_flops)(const model *m, const lora_adapter *a, int B, int T);
+    /* Decoding with a KV cache (causal LMs; NULL for other families): a cache
+     * for up to max_T positions, and decode, which appends n tokens at the
+     * cache's current length and returns the logits (V) of the last one (NULL
+     * when the cache is full). Each new token costs one position. */
+    struct model_kv *(*kv_create)(const model *m, const lora_adapter *a, int max_T);
+    void (*kv_free)(struct model_kv *kv);
+    const float *(*decode)(const model *m, const lora_adapter *a, struct model_kv *kv, const int32_t *tokens, int n);
     /* Writes config.json text for this model's config (random models), malloc'd. */
     char *(*config_json)(const model *m);
     int full_finetune; /* the backward can form every weight gradient */
@@ -108,6 +116,7 @@ struct model {
     model_task task;
     int fan_in_fan_out;    /* weights stored (in, out) (GPT-2's Conv1D): peft's flag */
     int vocab, max_positions, n_labels; /* n_labels: classification heads (0 for LM) */
+    int eos_id, bos_id;    /* config.json's eos_token_id / bos_token_id (-1: none) */
     char (*label_names)[64]; /* (n_labels) config.json's id2label, or NULL */
     int n_tensor;
     model_tensor *tensor;  /* (n_tensor) in the family's order */
@@ -134,6 +143,10 @@ int model_json_int(const void *root, const char *key, int *out, int required, lo
 int model_json_pos(const void *root, const char *key, float *out, const char *path, struct lerr *e);
 /* A boolean; absent or null: *out untouched. */
 int model_json_bool(const void *root, const char *key, int *out, const char *path, struct lerr *e);
+/* A token id field (an integer, or the first of a list) inside [0, vocab), else -1:
+ * configs of tiny models often keep the original model's ids, which only
+ * generation uses. */
+int model_json_token_id(const void *root, const char *key, int vocab);
 /* Appends tensor `name` (printf format) of the given shape (s1 = 0: 1-D) to
  * m->tensor (grown as needed) and returns its index; -1 with a message when
  * the table cannot grow. */

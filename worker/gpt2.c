@@ -125,6 +125,8 @@ static int describe(model *m, const void *rootv, const char *path, struct lerr *
     m->n_params = V * C + P * C + L * layer + 2 * C + (c->tied ? 0 : V * C);
     m->task = TASK_CAUSAL_LM;
     m->fan_in_fan_out = 1;
+    m->eos_id = model_json_token_id(root, "eos_token_id", c->vocab_size);
+    m->bos_id = model_json_token_id(root, "bos_token_id", c->vocab_size);
     m->vocab = c->vocab_size;
     m->max_positions = c->n_positions;
     return 0;
@@ -388,6 +390,83 @@ static double step_flops(const model *m, const lora_adapter *a, int B, int T) {
     return fwd + bwd + lora;
 }
 
+/* ---------------------------------------------------------------- decoding with a KV cache */
+
+typedef struct {
+    int Tmax, len;
+    float *k, *v;           /* (L, Tmax, C) keys and values of every position so far */
+    float *x, *ln, *qkv, *y, *fc, *fcg; /* (Tmax, C), (Tmax, C), (Tmax, 3C), (Tmax, C), (Tmax, F) x2 */
+    float *logits;          /* (V) */
+    lora_ws *lw;
+} gpt2_kv;
+
+static model_kv *kv_create(const model *m, const lora_adapter *a, int max_T) {
+    const gpt2_config *c = cfg_of(m);
+    size_t L = (size_t)c->n_layer, C = (size_t)c->n_embd, F = (size_t)c->n_inner, T = (size_t)max_T;
+    gpt2_kv *kv = xcalloc(1, sizeof *kv);
+    kv->Tmax = max_T;
+    kv->k = xalloc_aligned(L * T * C * sizeof(float));
+    kv->v = xalloc_aligned(L * T * C * sizeof(float));
+    kv->x = xalloc_aligned(T * C * sizeof(float));
+    kv->ln = xalloc_aligned(T * C * sizeof(float));
+    kv->qkv = xalloc_aligned(T * 3 * C * sizeof(float));
+    kv->y = xalloc_aligned(T * C * sizeof(float));
+    kv->fc = xalloc_aligned(T * F * sizeof(float));
+    kv->fcg = xalloc_aligned(T * F * sizeof(float));
+    kv->logits = xalloc_aligned((size_t)c->vocab_size * sizeof(float));
+    kv->lw = lora_ws_create(a, m->n_site, 1, max_T, (int)(C > F ? C : F));
+    return (model_kv *)kv;
+}
+
+static void kv_free(model_kv *p) {
+    gpt2_kv *kv = (gpt2_kv *)p;
+    if (!kv) return;
+    float *b[] = {kv->k, kv->v, kv->x, kv->ln, kv->qkv, kv->y, kv->fc, kv->fcg, kv->logits};
+    for (size_t i = 0; i < sizeof b / sizeof *b; i++) free(b[i]);
+    lora_ws_free(kv->lw);
+    free(kv);
+}
+
+static const float *decode(const model *m, const lora_adapter *a, model_kv *p, const int32_t *tokens, int n) {
+    gpt2_kv *kv = (gpt2_kv *)p;
+    const gpt2_config *c = cfg_of(m);
+    int L = c->n_layer, C = c->n_embd, F = c->n_inner, V = c->vocab_size, H = c->n_head, pos0 = kv->len;
+    if (n < 1 || pos0 + n > kv->Tmax || pos0 + n > c->n_positions) return NULL;
+    const float *wte = model_w(m, a, T_WTE), *wpe = model_w(m, a, T_WPE);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < C; j++)
+            kv->x[(size_t)i * C + j] = wte[(size_t)tokens[i] * C + j] + wpe[(size_t)(pos0 + i) * C + j];
+    lora_ws_begin(kv->lw, 0, 0, NULL, 1, n);
+    float mean[1], rstd[1];
+    float *mv = xmalloc(sizeof(float) * (size_t)n * 2);
+    for (int l = 0; l < L; l++) {
+        int site0 = l * S_PER;
+        size_t lo = (size_t)l * kv->Tmax * C;
+        layernorm_forward(kv->ln, mv, mv + n, kv->x, model_w(m, a, TL(l, L_LN1_W)), model_w(m, a, TL(l, L_LN1_B)), n, C,
+                          c->ln_eps);
+        model_linear_forward(m, a, kv->lw, site0 + S_QKV, kv->qkv, kv->ln, n, 0.0f);
+        for (int i = 0; i < n; i++) { /* this step's keys and values into the cache */
+            memcpy(kv->k + lo + (size_t)(pos0 + i) * C, kv->qkv + (size_t)i * 3 * C + C, sizeof(float) * (size_t)C);
+            memcpy(kv->v + lo + (size_t)(pos0 + i) * C, kv->qkv + (size_t)i * 3 * C + 2 * C, sizeof(float) * (size_t)C);
+        }
+        attention_decode(kv->y, kv->qkv, 3 * C, kv->k + lo, kv->v + lo, C, n, pos0, C, H);
+        model_linear_forward(m, a, kv->lw, site0 + S_APROJ, kv->x, kv->y, n, 1.0f);
+        layernorm_forward(kv->ln, mv, mv + n, kv->x, model_w(m, a, TL(l, L_LN2_W)), model_w(m, a, TL(l, L_LN2_B)), n, C,
+                          c->ln_eps);
+        model_linear_forward(m, a, kv->lw, site0 + S_FC, kv->fc, kv->ln, n, 0.0f);
+        gelu_forward(kv->fcg, kv->fc, (long)n * F, c->gelu_exact);
+        model_linear_forward(m, a, kv->lw, site0 + S_FPROJ, kv->x, kv->fcg, n, 1.0f);
+    }
+    free(mv);
+    /* only the last position's logits */
+    const float *last = kv->x + (size_t)(n - 1) * C;
+    layernorm_forward(kv->ln, mean, rstd, last, model_w(m, a, T_LNF_W), model_w(m, a, T_LNF_B), 1, C, c->ln_eps);
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, V, C, 1.0f, model_w(m, a, t_lm_head(c)), C, kv->ln, 1, 0.0f, kv->logits,
+                1);
+    kv->len += n;
+    return kv->logits;
+}
+
 const model_family gpt2_family = {
     .model_type = "gpt2",
     .modules = "c_attn, c_proj (attn and mlp), c_fc, attn.c_proj, mlp.c_proj, or paths like transformer.h.0.attn.c_attn",
@@ -402,5 +481,8 @@ const model_family gpt2_family = {
     .output = output,
     .step_flops = step_flops,
     .config_json = config_json,
+    .kv_create = kv_create,
+    .kv_free = kv_free,
+    .decode = decode,
     .full_finetune = 1,
 };

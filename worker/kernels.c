@@ -10,6 +10,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* exp for the hot loops: Cephes' expf reduction and polynomial (within 2 ulp
@@ -339,4 +340,37 @@ void linear_backward_input(float *din, const float *dout, const float *w, int N,
 
 void linear_backward_weight(float *dw, const float *in, const float *dout, int N, int C, int OC) {
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, in, C, 1.0f, dw, C);
+}
+
+void attention_decode(float *out, const float *q, int ldq, const float *kc, const float *vc, int ldc, int n, int pos0,
+                      int C, int H) {
+    int hs = C / H, Tk = pos0 + n;
+    float scale = 1.0f / sqrtf((float)hs);
+#pragma omp parallel for schedule(static) collapse(2)
+    for (int i = 0; i < n; i++)
+        for (int h = 0; h < H; h++) {
+            int t = pos0 + i; /* keys 0..t */
+            float *row = malloc(sizeof(float) * (size_t)Tk);
+            const float *qi = q + (long)i * ldq + h * hs;
+            float mx = -INFINITY;
+            for (int j = 0; j <= t; j++) {
+                const float *kj = kc + (long)j * ldc + h * hs;
+                float d = 0;
+                for (int c = 0; c < hs; c++) d += qi[c] * kj[c];
+                row[j] = d * scale;
+                if (row[j] > mx) mx = row[j];
+            }
+            double sum = 0;
+            for (int j = 0; j <= t; j++) row[j] = exp_fast(row[j] - mx);
+            for (int j = 0; j <= t; j++) sum += row[j];
+            float inv = (float)(1.0 / sum);
+            float *o = out + (long)i * C + h * hs;
+            for (int c = 0; c < hs; c++) o[c] = 0;
+            for (int j = 0; j <= t; j++) {
+                const float *vj = vc + (long)j * ldc + h * hs;
+                float pj = row[j] * inv;
+                for (int c = 0; c < hs; c++) o[c] += pj * vj[c];
+            }
+            free(row);
+        }
 }

@@ -86,6 +86,15 @@ int model_json_bool(const void *root, const char *key, int *out, const char *pat
     return 0;
 }
 
+int model_json_token_id(const void *root, const char *key, int vocab) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive((const cJSON *)root, key);
+    if (cJSON_IsArray(it)) it = cJSON_GetArrayItem(it, 0);
+    if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) || it->valuedouble < 0 ||
+        it->valuedouble >= vocab)
+        return -1;
+    return (int)it->valuedouble;
+}
+
 int model_add_tensor(model *m, int64_t s0, int64_t s1, struct lerr *e, const char *fmt, ...) {
     if (m->n_tensor == m->cap_tensor) {
         int cap = m->cap_tensor ? 2 * m->cap_tensor : 64;

@@ -22,6 +22,8 @@ fails, printing what differed, and 0 when all passed.
         random token ids in a token file of llm.c's format (which lora-ps reads)
   hf_check.py peft-eval BASE_DIR ADAPTER_DIR TOKENS.bin SEQ_LEN N_WINDOWS
         prints "peft val loss X": the mean loss over the windows `lora eval` takes
+  hf_check.py generate MODEL_DIR ADAPTER_DIR|- "ID ..." N
+        prints "ids: ..." of transformers' greedy generate (N new tokens, EOS ignored)
   hf_check.py compare OURS.safetensors REF.safetensors [--tol 1e-4]
         logits and loss of two files (relative error: ||a - b|| / ||b||)
   hf_check.py h5-checkpoint CKPT.h5 ADAPTER_DIR
@@ -270,6 +272,21 @@ def cmd_peft_init(base, out_adapter, save):
     return 0
 
 
+def cmd_generate(model_dir, adapter, ids, n):
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    if adapter != "-":
+        from peft import PeftModel
+        model = PeftModel.from_pretrained(model, adapter)
+    model.eval()
+    inp = torch.tensor([[int(x) for x in ids.split()]])
+    with torch.no_grad():
+        out = model.generate(input_ids=inp, attention_mask=torch.ones_like(inp), max_new_tokens=int(n),
+                             min_new_tokens=int(n), do_sample=False, num_beams=1, pad_token_id=0)
+    print("ids: " + " ".join(str(int(t)) for t in out[0, inp.shape[1]:]))
+    return 0
+
+
 def cmd_compare(ours, ref, tol):
     rp = Report("ours vs reference")
     r = load_st(ref)
@@ -437,6 +454,7 @@ def main(argv):
         "tokens": (4, lambda a: cmd_tokens(*a)),
         "peft-eval": (5, lambda a: cmd_peft_eval(*a)),
         "compare": (2, lambda a: cmd_compare(*a, tol)),
+        "generate": (4, lambda a: cmd_generate(*a)),
         "h5-checkpoint": (2, lambda a: cmd_h5(*a)),
     }
     if cmd not in table or len(rest) != table[cmd][0]:
