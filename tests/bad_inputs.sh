@@ -46,6 +46,28 @@ for bad in '"lora_alpha": "32"' '"lora_alpha": null' '"lora_alpha": [8]' '"use_r
     expect_fail "adapter_config.json with $bad" "\"$key\" must be" \
         "$LORA" merge --model "$FIX/gpt2-tiny/base" --adapter "$tmp/typed" --out "$tmp/typed-out"
 done
+# a file size limit: the write fails with a message (not a silent SIGXFSZ) and leaves no temporary behind
+limited() { bash -c 'ulimit -f 20; exec "$@"' _ "$@"; }
+expect_fail "a file size limit (ulimit -f) while writing the adapter" "File too large" \
+    limited "$LORA" train --config configs/demo.ini --set train.steps=1 --set train.out_dir="$tmp/fsz"
+if ls "$tmp/fsz" 2>/dev/null | grep -q tmp; then
+    echo "FAIL a file size limit left a temporary behind: $(ls "$tmp/fsz")"
+    fails=$((fails + 1))
+else
+    echo "ok   a file size limit left no temporary behind"
+fi
+# a FIFO where a file is expected is refused at once, never waited on
+mkdir -p "$tmp/fifo"
+cp "$FIX/gpt2-tiny/base/config.json" "$tmp/fifo/"
+mkfifo "$tmp/fifo/model.safetensors" "$tmp/fifo.tok"
+expect_fail "a FIFO as model.safetensors" "not a regular file" timeout 10 \
+    "$LORA" logits --model "$tmp/fifo" --input "$FIX/gpt2-tiny/train.safetensors"
+expect_fail "a FIFO as the token file" "not a regular file" timeout 10 "$LORA" train --config configs/demo.ini \
+    --set train.steps=1 --set train.out_dir= --set data.train="$tmp/fifo.tok"
+mkdir -p "$tmp/fifocfg"
+mkfifo "$tmp/fifocfg/config.json"
+expect_fail "a FIFO as config.json" "not a regular file" timeout 10 "$LORA" logits --model "$tmp/fifocfg" \
+    --input "$FIX/gpt2-tiny/train.safetensors"
 printf '[lora]\nr = 8\nfoo = 1\n' >"$tmp/unknown.ini"
 expect_fail "unknown config key" "unknown key 'foo'" "$LORA" train --config "$tmp/unknown.ini"
 printf '[lora]\nr = eight\n' >"$tmp/notint.ini"

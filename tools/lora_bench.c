@@ -14,6 +14,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,6 +109,7 @@ static double sgemm_ceiling(const model *m, int N, double *flops_out) {
 
 int main(int argc, char **argv) {
     blas_env_setup(argv);
+    signal(SIGXFSZ, SIG_IGN); /* past a file size limit writes fail with EFBIG and are reported, not a silent kill */
     opts o = {.B = 4, .T = 256, .r = 8, .steps = 5, .layers = 12, .embd = 768, .heads = 12, .vocab = 50257,
               .positions = 1024, .targets = "c_attn", .json = "build/bench.json"};
     if (parse(&o, argc, argv)) return 2;

@@ -5,6 +5,7 @@
  * and the run, which lives in the library.
  */
 #include <mpi.h>
+#include <signal.h>
 #include <stdio.h>
 
 #include "blas_env.h"
@@ -12,6 +13,7 @@
 
 int main(int argc, char **argv) {
     blas_env_setup(argv);
+    signal(SIGXFSZ, SIG_IGN); /* past a file size limit writes fail with EFBIG and are reported, not a silent kill */
     if (MPI_Init(&argc, &argv) != MPI_SUCCESS) {
         fprintf(stderr, "lora_worker: MPI_Init failed\n");
         return 1;

@@ -53,7 +53,7 @@ static uint32_t tok_at(const tok_file *f, int64_t i) {
 }
 
 tok_file *tok_open(const char *path, struct lerr *e) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block */
     if (fd < 0) {
         lerr_set(e, "%s: cannot open token file: %s", path, strerror(errno));
         return NULL;

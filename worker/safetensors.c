@@ -417,7 +417,7 @@ st_file *st_parse(const void *buf, size_t len, const char *label, struct lerr *e
 }
 
 st_file *st_open(const char *path, struct lerr *e) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block: it is refused below */
     if (fd < 0) {
         lerr_set(e, "%s: cannot open: %s", path, strerror(errno));
         return NULL;

@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 char *read_text_file(const char *path, size_t max, struct lerr *e) {
-    int fd = open(path, O_RDONLY);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block */
     if (fd < 0) {
         lerr_set(e, "%s: cannot open: %s", path, strerror(errno));
         return NULL;
