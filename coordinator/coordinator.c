@@ -336,9 +336,19 @@ int ps_run(int argc, char **argv) {
     /* from the start: a signal while the model loads is a stop request too (after the first step) */
     ps_signals_install();
     const char *resume_key = "--resume", *resume = NULL;
-    if (trainer_parse_args(&cfg, argc, argv, &resume_key, &resume, &e) || rc_validate(&cfg, &e)) {
-        if (rank == 0) fprintf(stderr, "lora_worker: %s\n", e.msg);
-        return 1; /* every rank reads the same arguments and fails alike */
+    /* Ranks may get different arguments (mpirun's MPMD form, a config missing
+     * on one node): every rank that fails says why, and all agree to stop
+     * before the first collective that the others would wait in forever. */
+    int bad = trainer_parse_args(&cfg, argc, argv, &resume_key, &resume, &e) || rc_validate(&cfg, &e);
+    if (bad) fprintf(stderr, "lora_worker: rank %d: %s\n", rank, e.msg);
+    int any_bad = bad;
+    if (MPI_Allreduce(MPI_IN_PLACE, &any_bad, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD) != MPI_SUCCESS) {
+        fprintf(stderr, "lora_worker: rank %d: MPI_Allreduce failed\n", rank);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    if (any_bad) {
+        if (!bad && rank == 0) fprintf(stderr, "lora_worker: stopping: another rank's arguments or config failed\n");
+        return 1;
     }
     if (ps_init(&r.p, cfg.servers, &e)) ps_abort(&r.p, 1, "%s", e.msg);
     ps_ctx *p = &r.p;

@@ -47,6 +47,13 @@ if LORA_TEST_NAN=0:2 "$LORA" train "${CFG[@]}" --set train.out_dir="$TMPD/skip-o
 else
     fail "a skipped step, one process vs BSP: ${r:-$(tail -3 "$TMPD/out" "$TMPD/out2")}"
 fi
+# arguments that fail on some ranks only: each says so and the job ends, never a hang
+expect "a config missing on one rank only" "rank 2: /nonexistent.ini" \
+    mpirun --oversubscribe --bind-to none -np 2 "$WORKER" "${CFG[@]}" : -np 1 "$WORKER" --config /nonexistent.ini
+expect "a bad --set on one rank only" "rank 1: " \
+    mpirun --oversubscribe --bind-to none -np 1 "$WORKER" "${CFG[@]}" : -np 1 "$WORKER" "${CFG[@]}" --set lora.r=abc
+expect "an unknown flag on rank 0 only" "rank 0: unknown argument '--frobnicate'" \
+    mpirun --oversubscribe --bind-to none -np 1 "$WORKER" "${CFG[@]}" --frobnicate : -np 2 "$WORKER" "${CFG[@]}"
 expect "ranks with different configs" "rank 1 (host" \
     mpirun --oversubscribe --bind-to none -np 1 "$WORKER" "${CFG[@]}" : -np 1 "$WORKER" "${CFG[@]}" --set optim.lr=1e-3
 cp -r tests/fixtures/gpt2-tiny/base "$TMPD/other-model"
