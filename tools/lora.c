@@ -361,6 +361,10 @@ static int cmd_logits(int argc, char **argv) {
                  (long long)B, (long long)T, m.max_positions);
         goto done;
     }
+    if (model_check_seq_len(&m, (int)T, &e)) {
+        lerr_prefix(&e, "%s", input);
+        goto done;
+    }
     if (st_read_ints(in, "input_ids", 2, B, T, &ids, &e) < 0 ||
         st_read_ints(in, "attention_mask", 2, B, T, &mask, &e) < 0 ||
         st_read_ints(in, "token_type_ids", 2, B, T, &types, &e) < 0 ||
