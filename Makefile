@@ -127,9 +127,12 @@ valgrind:
 	@$(MAKE) --no-print-directory VG=1 all
 	scripts/run_valgrind.sh build-vg
 
+# The GPT-2 124M case (its figures at the top level of bench.json), the
+# parameter server, then the LLaMA 1B-class case (under "llama_1b").
 bench: all
 	$(BUILD)/bin/lora_bench --json $(BUILD)/bench.json $(BENCH_ARGS)
 	scripts/bench_ps.sh $(BUILD) $(BUILD)/bench.json
+	$(BUILD)/bin/lora_bench --family llama --json $(BUILD)/bench.json --json-key llama_1b $(BENCH_LLAMA_ARGS)
 	@echo "bench JSON: $(BUILD)/bench.json"
 
 # cluster/lora.sbatch on a real single-node Slurm from Debian's packages (root;
