@@ -98,18 +98,26 @@ static void grad_check(const char *label, const char *cfg, const lora_spec *spec
     float *grad = calloc(a.n_params, sizeof(float)), *num = calloc(a.n_params, sizeof(float));
     fwd(&m, &a, s, tok, B, T, train, ids, &n);
     model_backward(&m, &a, s, grad, 1.0f);
+    /* every value of each tensor up to 48, an even sample beyond (the suite runs this under valgrind too) */
     const float h = 1e-2f;
-    for (size_t i = 0; i < a.n_params; i++) {
-        float keep = a.w[i];
-        a.w[i] = keep + h;
-        double fp = fwd(&m, &a, s, tok, B, T, train, ids, &n);
-        a.w[i] = keep - h;
-        double fm = fwd(&m, &a, s, tok, B, T, train, ids, &n);
-        a.w[i] = keep;
-        num[i] = (float)((fp - fm) / (2 * h));
+    size_t k = 0;
+    for (int ti = 0; ti < a.n_tensor; ti++) {
+        const lora_tensor *t = &a.tensor[ti];
+        size_t cnt = (size_t)t->rows * t->cols;
+        for (size_t j = 0; j < cnt; j += 1 + cnt / 48) {
+            size_t i = t->off + j;
+            float keep = a.w[i];
+            a.w[i] = keep + h;
+            double fp = fwd(&m, &a, s, tok, B, T, train, ids, &n);
+            a.w[i] = keep - h;
+            double fm = fwd(&m, &a, s, tok, B, T, train, ids, &n);
+            a.w[i] = keep;
+            num[k] = (float)((fp - fm) / (2 * h));
+            grad[k++] = grad[i]; /* i >= k: the analytic values not yet read stay in place */
+        }
     }
-    double err = tu_rel_err(grad, num, (long)a.n_params);
-    printf("  %-52s %5zu adapter values, rel err vs finite differences %.2e\n", label, a.n_params, err);
+    double err = tu_rel_err(grad, num, (long)k);
+    printf("  %-52s %5zu of %5zu adapter values, rel err vs finite differences %.2e\n", label, k, a.n_params, err);
     CHECK(err < 1e-2, "%s: adapter gradient differs from finite differences (rel err %g)", label, err);
     free(grad);
     free(num);
@@ -142,8 +150,8 @@ static void full_grad_check(const char *label, const char *cfg) {
     for (int ti = 0; ti < a.n_tensor; ti++) {
         const lora_tensor *t = &a.tensor[ti];
         size_t cnt = (size_t)t->rows * t->cols, k = 0;
-        float an[32], nu[32];
-        for (size_t j = 0; j < cnt && k < 32; j += 1 + cnt / 32) {
+        float an[16], nu[16];
+        for (size_t j = 0; j < cnt && k < 16; j += 1 + cnt / 16) {
             float *p = a.w + t->off + j, keep = *p;
             const float h = 1e-2f;
             *p = keep + h;
