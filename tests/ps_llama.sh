@@ -3,7 +3,7 @@
 # fixture, LoRA on q_proj, v_proj, down_proj):
 #  - BSP at N = 1, 2, 4 ranks (S = 1; and S = 2 at N = 4) gives the single-process
 #    trainer's adapter to float rounding (lora compare --tol 1e-5); two runs at N = 4
-#    are bitwise equal;
+#    are bitwise equal; the same at N = 4 for random mistral and qwen2 models (all-linear);
 #  - checkpoints every 10 steps, kill -9 of a random rank at a random step after the
 #    first one, --resume auto: the adapter is byte for byte the uninterrupted run's.
 set -u
@@ -26,6 +26,22 @@ for ns in "1 1" "2 1" "4 1" "4 2"; do
 done
 mpi 4 "${CFG[@]}" --set train.out_dir="$TMPD/again" >"$TMPD/again.log" 2>&1 || fail "llama N=4 rerun failed"
 if r=$("$LORA" compare "$TMPD/n4s1" "$TMPD/again"); then pass "llama N=4 twice: $r"; else fail "llama N=4 twice: $r"; fi
+# mistral and qwen2 (q/k/v biases) random models of the same size: N = 4 against one process
+for fam in mistral qwen2; do
+    extra=()
+    [ $fam = qwen2 ] && extra=(--seed 77)
+    "$LORA" init-model --family $fam --layers 2 --embd 64 --heads 4 --kv-heads 2 --inter 128 --vocab 320 \
+        --positions 64 "${extra[@]}" --out "$TMPD/$fam" >/dev/null || { fail "$fam: init-model"; continue; }
+    FCFG=("${CFG[@]}" --set model.path="$TMPD/$fam" --set lora.targets=all-linear)
+    "$LORA" train "${FCFG[@]}" --set train.out_dir="$TMPD/$fam-ref" >"$TMPD/$fam-ref.log" 2>&1 ||
+        { fail "$fam: single process: $(tail -2 "$TMPD/$fam-ref.log")"; continue; }
+    if mpi 4 "${FCFG[@]}" --set system.servers=2 --set train.out_dir="$TMPD/$fam-n4" >"$TMPD/$fam-n4.log" 2>&1 &&
+        r=$("$LORA" compare "$TMPD/$fam-ref" "$TMPD/$fam-n4" --tol 1e-5); then
+        pass "$fam (all-linear) N=4 S=2 vs single process: $r"
+    else
+        fail "$fam N=4 S=2 vs single process: ${r:-failed: $(tail -3 "$TMPD/$fam-n4.log")}"
+    fi
+done
 
 # kill -9 and resume
 RCFG=("${CFG[@]}" --set train.steps=150 --set data.grad_accum=8 --set checkpoint.every_steps=10 --set checkpoint.keep=2)

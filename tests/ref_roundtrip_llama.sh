@@ -9,6 +9,8 @@
 #  - lora_worker (BSP, 2 workers) with checkpoints on llama-tiny: the adapter exported from a
 #    checkpoint loads in peft with the logits we compute through the HDF5 reader, and h5py reads
 #    the checkpoint as docs/checkpoint-format.md says;
+#  - the random models `lora init-model --family llama|mistral|qwen2` writes load in transformers with
+#    our logits;
 #  - HF -> ours: adapters peft trained (5 AdamW steps) on llama-tiny (all-linear) and on the qwen2
 #    model give peft's logits and loss in `lora logits --adapter`, and peft's validation loss in
 #    `lora eval --adapter`.
@@ -32,6 +34,18 @@ ls "$TMPD/mistral-base" | grep -q "model-00003-of-00003.safetensors" && pass "th
 ours_to_hf mistral-sharded "$TMPD/mistral-base" "k_proj, o_proj, gate_proj, up_proj" 32
 $HF random-model llama 33 "$TMPD/llama-bias" --dtype float16 2>/dev/null || fail "random llama model"
 ours_to_hf llama-biases-f16 "$TMPD/llama-bias" "$ALL" 20
+
+# the random models `lora init-model --family` writes (config.json from the family's config_json) load in
+# transformers with our logits
+for fam in llama mistral qwen2; do
+    d="$TMPD/init-$fam"
+    "$LORA" init-model --family $fam --layers 2 --embd 64 --heads 4 --kv-heads 2 --inter 96 --vocab 320 \
+        --positions 64 --out "$d" >/dev/null || { fail "init-model --family $fam"; continue; }
+    $HF batch "$d" 14 2 16 "$d.batch" >/dev/null
+    "$LORA" logits --model "$d" --input "$d.batch" --out "$d.ours" >/dev/null || { fail "$fam: lora logits"; continue; }
+    step "lora init-model --family $fam: transformers loads it and gives our logits and loss" $HF hf-load "$d" \
+        "$d.batch" "$d.ours"
+done
 
 # lora_worker with checkpoints on llama-tiny, export, and the independent checkpoint reader
 d="$TMPD/ps"
