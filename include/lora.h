@@ -165,6 +165,11 @@ void lora_forward(const lora_adapter *a, lora_ws *w, int site, float *out, const
 void lora_backward(const lora_adapter *a, lora_ws *w, int site, float *grad, float *dx, const float *dout,
                    const float *x, int N, int in, int oc);
 
+/* Python's re.fullmatch(pattern, name) as peft matches a regex target (PCRE2;
+ * see lora.c): 1 on a match, 0 on none, -1 with a message when the pattern
+ * does not compile. */
+int lora_regex_fullmatch(const char *pattern, const char *name, struct lerr *e);
+
 /* peft's print_trainable_parameters line into buf:
  * "trainable params: 294,912 || all params: 124,734,720 || trainable%: 0.2364" */
 void lora_params_line(char *buf, size_t cap, int64_t trainable, int64_t base_params);

@@ -108,6 +108,10 @@ typedef struct {
     const float *(*decode)(const model *m, const lora_adapter *a, struct model_kv *kv, const int32_t *tokens, int n);
     /* Writes config.json text for this model's config (random models), malloc'd. */
     char *(*config_json)(const model *m);
+    /* Optional: 0 when sequences of T tokens (T <= max_positions) can be run,
+     * else -1 with a message saying why (a sliding window they would cross).
+     * NULL: any T <= max_positions. */
+    int (*check_seq_len)(const model *m, int T, struct lerr *e);
     int full_finetune; /* the backward can form every weight gradient */
 } model_family;
 
@@ -180,6 +184,10 @@ int model_init_shape(model *m, const char *config_json, struct lerr *e);
 /* A model of family `type` with random weights (2-D: N(0, 0.02); 1-D
  * weights 1, biases 0), seeded, from a config.json text: for benchmarks. */
 int model_init_random(model *m, const char *config_json, uint64_t seed, struct lerr *e);
+
+/* 0 when the model can run sequences of T tokens: T <= max_positions and the
+ * family's check_seq_len; else -1 with a message. */
+int model_check_seq_len(const model *m, int T, struct lerr *e);
 
 /* Index of the tensor named `name` (with or without the family prefix), or -1. */
 int model_tensor_index(const model *m, const char *name);

@@ -25,7 +25,11 @@ REF_CHECKS=("random-shape parity vs HF + peft (gpt2, $PARITY_N configurations)"
     "HF round trips (peft and transformers load ours, we load peft's; h5py reads a checkpoint)"
     "BERT kernels vs HF's own modules (test_kernels_bert with LORA_KERNELS_BERT_REF)"
     "LLaMA kernels vs HF's own functions (test_kernels_llama with LORA_KERNELS_LLAMA_REF)"
-    "metrics vs scikit-learn and seqeval (test_metrics with LORA_METRICS_REF)")
+    "metrics vs scikit-learn and seqeval (test_metrics with LORA_METRICS_REF)"
+    "random-shape parity vs HF + peft (llama, $PARITY_N configurations)"
+    "random-shape parity vs HF + peft (mistral, $PARITY_N configurations)"
+    "random-shape parity vs HF + peft (qwen2, $PARITY_N configurations)"
+    "HF round trips of the LLaMA family (llama, qwen2 BF16, mistral sharded; lora_worker checkpoint; peft's adapters)")
 ref_ok=0
 if [ "${CI:-}" != "true" ] && [ "${LORA_NO_REF:-}" = 1 ]; then
     not_run+=("${REF_CHECKS[@]}")
@@ -58,15 +62,21 @@ for t in "$B"/bin/test_*; do
     run "$(basename "$t")" "$t"
 done
 run "parity gpt2-tiny" "$B/bin/lora" parity "$LORA_FIXTURES/gpt2-tiny"
+run "parity llama-tiny" "$B/bin/lora" parity "$LORA_FIXTURES/llama-tiny"
 if [ $ref_ok = 1 ]; then
     run "${REF_CHECKS[0]}" tests/ref_parity.sh "$B" gpt2 "$PARITY_N"
     run "${REF_CHECKS[1]}" tests/ref_roundtrip.sh "$B"
     run "${REF_CHECKS[2]}" tests/ref_kernels_bert.sh "$B"
     run "${REF_CHECKS[3]}" tests/ref_kernels_llama.sh "$B"
     run "${REF_CHECKS[4]}" tests/ref_metrics.sh "$B"
+    run "${REF_CHECKS[5]}" tests/ref_parity.sh "$B" llama "$PARITY_N"
+    run "${REF_CHECKS[6]}" tests/ref_parity.sh "$B" mistral "$PARITY_N"
+    run "${REF_CHECKS[7]}" tests/ref_parity.sh "$B" qwen2 "$PARITY_N"
+    run "${REF_CHECKS[8]}" tests/ref_roundtrip_llama.sh "$B"
 fi
 run "bad inputs" tests/bad_inputs.sh "$B"
 run "parameter server: equivalence (N = 1, 2, 4, 64; S = 1, 2)" tests/ps_equivalence.sh "$B"
+run "parameter server: LLaMA (N = 1, 2, 4 vs one process; kill -9 and resume)" tests/ps_llama.sh "$B"
 run "parameter server: faults" tests/ps_faults.sh "$B"
 run "checkpoints and resume" tests/ckpt_resume.sh "$B"
 run "checkpoints and resume with whole tensors (modules_to_save)" tests/ckpt_whole.sh "$B"

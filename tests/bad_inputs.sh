@@ -79,9 +79,56 @@ expect_fail "truncated token file" "$tmp/short.bin" train --set data.train="$tmp
 expect_fail "tokens outside the vocabulary" "outside the model's vocabulary" \
     train --set model.path="$FIX/gpt2-tiny/base" --set data.seq_len=16
 expect_fail "seq_len beyond n_positions" "n_positions" train --set data.seq_len=512
-expect_fail "parity on a family not supported yet" "not supported yet" "$LORA" parity "$FIX/llama-tiny"
+expect_fail "parity on a family not supported yet" "not supported yet" "$LORA" parity "$FIX/bert-tiny-cls"
 expect_fail "parity on a missing folder" "/nonexistent/meta.json" "$LORA" parity /nonexistent
 expect_fail "merge with a missing adapter" "adapter_config.json" \
     "$LORA" merge --model demo/tiny-gpt2-pydocs --adapter /nonexistent --out "$tmp/m"
+
+# the LLaMA family (configs/llama-tiny.ini on the llama-tiny fixture model, a
+# copy of it with one thing broken each time)
+"$LORA" tokens --vocab 320 --count 5000 --out "$tmp/l.tok" >/dev/null
+ltrain() { "$LORA" train --config configs/llama-tiny.ini --set train.steps=1 --set train.out_dir= \
+    --set data.train="$tmp/l.tok" --set data.val= --set data.seq_len=16 "$@"; }
+lbad() { # lbad SED_EXPR: $tmp/lb, the fixture model with config.json edited by sed
+    rm -rf "$tmp/lb"
+    cp -r "$FIX/llama-tiny/base" "$tmp/lb"
+    chmod -R u+w "$tmp/lb"
+    sed -i "$1" "$tmp/lb/config.json"
+}
+lbad '/"hidden_size"/d'
+expect_fail "llama: a missing config field" "$tmp/lb/config.json: missing \"hidden_size\"" ltrain --set model.path="$tmp/lb"
+lbad 's/"num_attention_heads": 4/"num_attention_heads": "4"/'
+expect_fail "llama: a wrongly typed config field" "$tmp/lb/config.json: \"num_attention_heads\" must be an integer" \
+    ltrain --set model.path="$tmp/lb"
+lbad 's/"num_attention_heads": 4/"num_attention_heads": 6/'
+expect_fail "llama: hidden size not a multiple of the heads" "hidden_size 64 is not a multiple of num_attention_heads 6" \
+    ltrain --set model.path="$tmp/lb"
+lbad 's/"num_key_value_heads": 2/"num_key_value_heads": 3/'
+expect_fail "llama: heads not a multiple of the KV heads" \
+    "num_attention_heads 4 is not a multiple of num_key_value_heads 3" ltrain --set model.path="$tmp/lb"
+lbad 's/"num_hidden_layers": 2/"num_hidden_layers": 100000000/'
+expect_fail "llama: a layer count too large to allocate (checked first)" "\"num_hidden_layers\" = 100000000 is outside" \
+    ltrain --set model.path="$tmp/lb"
+lbad 's/"num_hidden_layers": 2/"num_hidden_layers": 1024/; s/"hidden_size": 64/"hidden_size": 65536/; s/"intermediate_size": 176/"intermediate_size": 262144/'
+expect_fail "llama: sizes whose product cannot be allocated (checked first)" "more than the 274877906944 this engine can hold" \
+    ltrain --set model.path="$tmp/lb"
+lbad 's/"rope_type": "default"/"rope_type": "llama3"/'
+expect_fail "llama: a rope scaling type not implemented" "rope_parameters.rope_type \"llama3\" is not supported yet" \
+    ltrain --set model.path="$tmp/lb"
+lbad 's/"hidden_act": "silu"/"hidden_act": "gelu"/'
+expect_fail "llama: an activation other than silu" "hidden_act \"gelu\" is not supported" ltrain --set model.path="$tmp/lb"
+lbad 's/"model_type": "llama"/"model_type": "mistral", "sliding_window": 8/'
+expect_fail "mistral: seq_len beyond the sliding window" "[data] seq_len: sequences of 16 tokens are longer than the mistral model's sliding_window 8" \
+    ltrain --set model.path="$tmp/lb"
+lbad 's/^//'
+mv "$tmp/lb/model.safetensors" "$tmp/lb/model-00001-of-00002.safetensors"
+printf '{"metadata": {}, "weight_map": {"model.embed_tokens.weight": "model-00001-of-00002.safetensors", "lm_head.weight": "model-00002-of-00002.safetensors"}}\n' \
+    >"$tmp/lb/model.safetensors.index.json"
+expect_fail "llama: a sharded index naming a missing shard" "shard $tmp/lb/model-00002-of-00002.safetensors named in the index (for lm_head.weight) is missing" \
+    ltrain --set model.path="$tmp/lb"
+expect_fail "llama: a target module the family does not have" \
+    "unknown target module 'c_attn': it matches no module of the model (llama modules: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj" \
+    ltrain --set lora.targets=c_attn
+expect_fail "llama: an adapter of another family" "target modules 'c_proj', 'c_attn' match no module of the model (llama modules" ltrain --set lora.init_from="$FIX/gpt2-tiny/lora-init" --set lora.r=4
 [ $fails -eq 0 ] && echo "bad inputs: all cases gave a clear error" || echo "bad inputs: $fails case(s) failed"
 exit $((fails > 0))

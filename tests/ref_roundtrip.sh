@@ -19,55 +19,7 @@ set -u
 PY=${LORA_REF_PY:?set LORA_REF_PY to the reference python (tests/ref/setup.sh prints it)}
 HF="$PY tests/ref/hf_check.py"
 export TRANSFORMERS_VERBOSITY=error HF_HUB_DISABLE_PROGRESS_BARS=1 HF_HUB_OFFLINE=1
-step() { # step NAME CMD...: runs CMD, its output indented; a failure is a FAIL named NAME
-    local name=$1
-    shift
-    if "$@" >"$TMPD/step.log" 2>&1; then
-        sed 's/^/     /' "$TMPD/step.log"
-        pass "$name"
-    else
-        sed 's/^/     /' "$TMPD/step.log"
-        fail "$name"
-    fi
-}
-
-same_loss() { # same_loss NAME OURS REF: OURS is printed with 4 decimals: within 1e-4 relative plus half a unit
-    if [ -n "$2" ] && [ -n "$3" ] &&
-        awk -v a="$2" -v b="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 1e-4 * b + 5e-5) }'; then
-        pass "$1: $2 vs $3"
-    else
-        fail "$1: '$2' vs '$3'"
-    fi
-}
-
-ours_to_hf() { # ours_to_hf TAG BASE TARGETS SEQ_LEN
-    local tag=$1 base=$2 targets=$3 T=$4 d="$TMPD/$1"
-    mkdir -p "$d"
-    local V
-    V=$(sed -n 's/^ *"vocab_size": *\([0-9]*\).*/\1/p' "$base/config.json")
-    "$LORA" tokens --vocab "$V" --count 20000 --seed 3 --out "$d/train.tok" >/dev/null || { fail "$tag: tokens"; return; }
-    $HF tokens "$V" 600 5 "$d/val.bin" || { fail "$tag: validation tokens"; return; }
-    step "$tag: lora train (3 steps, targets $targets) writes a peft adapter" \
-        "$LORA" train --config tests/ps-tiny.ini --set model.path="$base" --set data.train="$d/train.tok" \
-        --set data.val="$d/val.bin" --set data.val_windows=5 \
-        --set data.seq_len="$T" --set lora.targets="$targets" --set lora.r=6 --set lora.alpha=9 \
-        --set lora.rslora=true --set optim.lr=2e-2 --set train.steps=3 --set train.out_dir="$d/adapter"
-    local after
-    after=$(sed -n 's/^ *val loss after: \([0-9.]*\).*/\1/p' "$TMPD/step.log")
-    step "$tag: peft's validation loss with our adapter" $HF peft-eval "$base" "$d/adapter" "$d/val.bin" "$T" 5
-    same_loss "$tag: the trainer's in-memory validation loss equals peft's with the adapter it wrote" "$after" \
-        "$(sed -n 's/^ *peft val loss \([0-9.]*\).*/\1/p' "$TMPD/step.log")"
-    step "$tag: a random batch" $HF batch "$base" 11 3 "$T" "$d/batch.st"
-    step "$tag: lora logits with our adapter" \
-        "$LORA" logits --model "$base" --adapter "$d/adapter" --input "$d/batch.st" --out "$d/ours.st"
-    step "$tag: peft loads our adapter and gives our logits and loss" $HF peft-load "$base" "$d/adapter" \
-        "$d/batch.st" "$d/ours.st"
-    step "$tag: lora merge" "$LORA" merge --model "$base" --adapter "$d/adapter" --out "$d/merged"
-    step "$tag: lora logits of our merged model" \
-        "$LORA" logits --model "$d/merged" --input "$d/batch.st" --out "$d/ours-merged.st"
-    step "$tag: transformers loads our merged model and gives our logits and loss" $HF hf-load "$d/merged" \
-        "$d/batch.st" "$d/ours-merged.st"
-}
+. "$(dirname "$0")/ref_lib.sh"
 
 ours_to_hf tiny tests/fixtures/gpt2-tiny/base "c_attn, c_proj, c_fc" 16
 # greedy generation with the KV cache equals transformers' generate, id for id (EOS ignored on both sides)

@@ -43,7 +43,9 @@ static int usage(void) {
             "  lora show FILE.safetensors TENSOR   (prints the values, one per line)\n"
             "  lora tokens --vocab V --count N [--seed S] --out FILE   (synthetic token file for tests)\n"
             "  lora init-model --out DIR [--preset gpt2-124m] [--layers L --embd C --heads H --vocab V --positions P]\n"
-            "                  [--seed S] [--dtype f32|f16]   (random GPT-2 for benchmarks)\n");
+            "                  [--seed S] [--dtype f32|f16]   (random GPT-2 for benchmarks)\n"
+            "  lora init-model --family llama|mistral|qwen2 --out DIR [--layers L --embd C --heads H --kv-heads K\n"
+            "                  --inter F --vocab V --positions P] [--seed S] [--dtype f32|f16]   (random LLaMA family)\n");
     return 2;
 }
 
@@ -185,17 +187,19 @@ static int cmd_tokens(int argc, char **argv) {
     return 0;
 }
 
-/* A GPT-2 HF folder with random (seeded) weights, for benchmarks: config.json
- * + model.safetensors (F32 unless --dtype f16), keys as HF writes them. */
+/* A GPT-2 (or --family llama, mistral, qwen2) HF folder with random (seeded)
+ * weights, for benchmarks and tests: config.json + model.safetensors (F32
+ * unless --dtype f16), keys as HF writes them. */
 static int cmd_init_model(int argc, char **argv) {
-    long L = 12, H = 12, C = 768, V = 50257, P = 1024;
+    long L = 12, H = 12, C = 768, V = 50257, P = 1024, KV = 0, F = 0;
     long long seed = 1234;
-    const char *out = NULL, *dtype = "f32";
+    const char *out = NULL, *dtype = "f32", *family = "gpt2";
     for (int i = 0; i + 1 < argc; i += 2) {
         char *end = NULL;
         long v = 0;
         if (!strcmp(argv[i], "--out")) out = argv[i + 1];
         else if (!strcmp(argv[i], "--dtype")) dtype = argv[i + 1];
+        else if (!strcmp(argv[i], "--family")) family = argv[i + 1];
         else if (!strcmp(argv[i], "--preset")) {
             if (strcmp(argv[i + 1], "gpt2-124m")) return usage();
         } else {
@@ -207,15 +211,26 @@ static int cmd_init_model(int argc, char **argv) {
             else if (!strcmp(argv[i], "--vocab")) V = v;
             else if (!strcmp(argv[i], "--positions")) P = v;
             else if (!strcmp(argv[i], "--seed")) seed = v;
+            else if (!strcmp(argv[i], "--kv-heads")) KV = v;
+            else if (!strcmp(argv[i], "--inter")) F = v;
             else return usage();
         }
     }
-    if (!out || argc % 2 || C % H || (strcmp(dtype, "f32") && strcmp(dtype, "f16"))) return usage();
+    int gpt2 = !strcmp(family, "gpt2");
+    if (!out || argc % 2 || (gpt2 && C % H) || (strcmp(dtype, "f32") && strcmp(dtype, "f16"))) return usage();
+    if (!gpt2 && strcmp(family, "llama") && strcmp(family, "mistral") && strcmp(family, "qwen2")) return usage();
     char cfg[512];
-    snprintf(cfg, sizeof cfg,
-             "{\"model_type\": \"gpt2\", \"n_layer\": %ld, \"n_head\": %ld, \"n_embd\": %ld, \"n_positions\": %ld, "
-             "\"vocab_size\": %ld}",
-             L, H, C, P, V);
+    if (gpt2)
+        snprintf(cfg, sizeof cfg,
+                 "{\"model_type\": \"gpt2\", \"n_layer\": %ld, \"n_head\": %ld, \"n_embd\": %ld, \"n_positions\": %ld, "
+                 "\"vocab_size\": %ld}",
+                 L, H, C, P, V);
+    else /* the family's describe checks the shapes (heads divide, ...) */
+        snprintf(cfg, sizeof cfg,
+                 "{\"model_type\": \"%s\", \"num_hidden_layers\": %ld, \"num_attention_heads\": %ld, "
+                 "\"num_key_value_heads\": %ld, \"hidden_size\": %ld, \"intermediate_size\": %ld, "
+                 "\"vocab_size\": %ld, \"max_position_embeddings\": %ld, \"sliding_window\": null}",
+                 family, L, H, KV ? KV : H, C, F ? F : 4 * C, V, P);
     struct lerr e = {{0}};
     model m;
     if (model_init_random(&m, cfg, (uint64_t)seed, &e) ||
@@ -224,8 +239,8 @@ static int cmd_init_model(int argc, char **argv) {
         model_free(&m);
         return 1;
     }
-    printf("wrote a random GPT-2 (L=%ld C=%ld H=%ld V=%ld, %lld params, %s, seed %lld) to %s\n", L, C, H, V,
-           (long long)m.n_params, dtype, seed, out);
+    printf("wrote a random %s (L=%ld C=%ld H=%ld V=%ld, %lld params, %s, seed %lld) to %s\n", gpt2 ? "GPT-2" : family,
+           L, C, H, V, (long long)m.n_params, dtype, seed, out);
     model_free(&m);
     return 0;
 }
@@ -366,6 +381,10 @@ static int cmd_logits(int argc, char **argv) {
     if (T > m.max_positions || B > 4096) {
         lerr_set(&e, "%s: input_ids is (%lld, %lld); T must be <= the model's %d positions and B <= 4096", input,
                  (long long)B, (long long)T, m.max_positions);
+        goto done;
+    }
+    if (model_check_seq_len(&m, (int)T, &e)) {
+        lerr_prefix(&e, "%s", input);
         goto done;
     }
     if (st_read_ints(in, "input_ids", 2, B, T, &ids, &e) < 0 ||

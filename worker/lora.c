@@ -7,10 +7,12 @@
 #include <cJSON.h>
 #include <cblas.h>
 #include <math.h>
-#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
 
 #include "data.h"
 #include "safetensors.h"
@@ -24,6 +26,92 @@ static int target_matches(const char *name, const char *target) {
     size_t n = strlen(name), t = strlen(target);
     if (n == t) return !strcmp(name, target);
     return n > t && name[n - t - 1] == '.' && !strcmp(name + n - t, target);
+}
+
+/* A regex target as peft applies it: Python's re.fullmatch(pattern, name).
+ * PCRE2 is Python's dialect for what module patterns use (\d, \w, non-greedy
+ * and possessive quantifiers, (?:...), (?P<name>...), lookarounds, which POSIX
+ * ERE lacks or reads differently); the whole name must match (PCRE2_ANCHORED |
+ * PCRE2_ENDANCHORED, with backtracking, as fullmatch), and \d, \w, \s are
+ * Unicode-aware as for Python's str patterns (PCRE2_UTF | PCRE2_UCP). Two
+ * spellings Python has and PCRE2 10.42 reads otherwise are translated first:
+ * "{,n}" (Python: {0,n}) and "\Z" (Python: the very end, PCRE2's \z). */
+typedef struct {
+    pcre2_code *code;
+    pcre2_match_data *md;
+} py_regex;
+
+static int py_regex_compile(py_regex *r, const char *pattern, const char *what, struct lerr *e) {
+    memset(r, 0, sizeof *r);
+    size_t n = strlen(pattern);
+    char *pat = malloc(2 * n + 1);
+    if (!pat) return lerr_set(e, "out of memory");
+    size_t o = 0;
+    int in_class = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = pattern[i];
+        if (ch == '\\' && i + 1 < n) {
+            pat[o++] = ch;
+            pat[o++] = !in_class && pattern[i + 1] == 'Z' ? 'z' : pattern[i + 1];
+            i++;
+            continue;
+        }
+        if (in_class) {
+            if (ch == ']') in_class = 0;
+            pat[o++] = ch;
+            continue;
+        }
+        if (ch == '[') {
+            in_class = 1;
+            pat[o++] = ch;
+            if (i + 1 < n && pattern[i + 1] == '^') pat[o++] = pattern[++i];
+            if (i + 1 < n && pattern[i + 1] == ']') pat[o++] = pattern[++i]; /* a literal ] first in a class */
+            continue;
+        }
+        pat[o++] = ch;
+        if (ch == '{' && i + 1 < n && pattern[i + 1] == ',') { /* {,n} -> {0,n} when it is a quantifier */
+            size_t j = i + 2;
+            while (j < n && pattern[j] >= '0' && pattern[j] <= '9') j++;
+            if (j > i + 2 && j < n && pattern[j] == '}') pat[o++] = '0';
+        }
+    }
+    pat[o] = 0;
+    int err;
+    PCRE2_SIZE at;
+    r->code = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED, PCRE2_ANCHORED | PCRE2_ENDANCHORED | PCRE2_UTF |
+                            PCRE2_UCP, &err, &at, NULL);
+    free(pat);
+    if (!r->code) {
+        PCRE2_UCHAR msg[256];
+        pcre2_get_error_message(err, msg, sizeof msg);
+        return lerr_set(e, "%s regex '%s' does not compile: %s (at offset %zu)", what, pattern, (const char *)msg,
+                        (size_t)at);
+    }
+    if (!(r->md = pcre2_match_data_create_from_pattern(r->code, NULL))) {
+        pcre2_code_free(r->code);
+        r->code = NULL;
+        return lerr_set(e, "out of memory");
+    }
+    return 0;
+}
+
+/* 1 when the whole of name matches; 0 otherwise (a matching error counts as no match). */
+static int py_regex_fullmatch(const py_regex *r, const char *name) {
+    return pcre2_match(r->code, (PCRE2_SPTR)name, PCRE2_ZERO_TERMINATED, 0, 0, r->md, NULL) >= 0;
+}
+
+static void py_regex_free(py_regex *r) {
+    pcre2_match_data_free(r->md);
+    pcre2_code_free(r->code);
+    memset(r, 0, sizeof *r);
+}
+
+int lora_regex_fullmatch(const char *pattern, const char *name, struct lerr *e) {
+    py_regex r;
+    if (py_regex_compile(&r, pattern, "the", e)) return -1;
+    int m = py_regex_fullmatch(&r, name);
+    py_regex_free(&r);
+    return m;
 }
 
 int lora_create(lora_adapter *a, const lora_spec *spec, const lora_site *sites, int n_sites, int strict,
@@ -44,26 +132,20 @@ int lora_create(lora_adapter *a, const lora_spec *spec, const lora_site *sites, 
         lora_free(a);
         return lerr_set(e, "out of memory");
     }
-    regex_t re;
-    int have_re = 0;
+    py_regex re, xre;
+    int have_re = 0, have_xre = 0;
     if (spec->target_regex) {
-        char pat[LORA_NAME + 8];
-        snprintf(pat, sizeof pat, "^(%s)$", spec->targets[0]);
-        if (regcomp(&re, pat, REG_EXTENDED | REG_NOSUB) != 0) {
+        if (py_regex_compile(&re, spec->targets[0], "target_modules", e)) {
             lora_free(a);
-            return lerr_set(e, "target_modules regex '%s' does not compile", spec->targets[0]);
+            return -1;
         }
         have_re = 1;
     }
-    regex_t xre;
-    int have_xre = 0;
     if (spec->n_exclude && spec->exclude_regex) {
-        char pat[LORA_NAME + 8];
-        snprintf(pat, sizeof pat, "^(%s)$", spec->exclude[0]);
-        if (regcomp(&xre, pat, REG_EXTENDED | REG_NOSUB) != 0) {
-            if (have_re) regfree(&re);
+        if (py_regex_compile(&xre, spec->exclude[0], "exclude_modules", e)) {
+            if (have_re) py_regex_free(&re);
             lora_free(a);
-            return lerr_set(e, "exclude_modules regex '%s' does not compile", spec->exclude[0]);
+            return -1;
         }
         have_xre = 1;
     }
@@ -72,12 +154,12 @@ int lora_create(lora_adapter *a, const lora_spec *spec, const lora_site *sites, 
     for (int s = 0; s < n_sites; s++) {
         int match = 0, excluded = 0;
         if (have_re)
-            match = regexec(&re, sites[s].name, 0, NULL, 0) == 0;
+            match = py_regex_fullmatch(&re, sites[s].name);
         else
             for (int t = 0; t < spec->n_targets; t++)
                 if (target_matches(sites[s].name, spec->targets[t])) match = 1, hits[t]++;
         if (have_xre)
-            excluded = regexec(&xre, sites[s].name, 0, NULL, 0) == 0;
+            excluded = py_regex_fullmatch(&xre, sites[s].name);
         else
             for (int t = 0; t < spec->n_exclude && !excluded; t++)
                 excluded = strcmp(spec->exclude[t], "all-linear") && target_matches(sites[s].name, spec->exclude[t]);
@@ -104,8 +186,8 @@ int lora_create(lora_adapter *a, const lora_spec *spec, const lora_site *sites, 
         off += (size_t)m->out * (size_t)spec->r;
         a->site_mod[s] = a->n_mod++;
     }
-    if (have_re) regfree(&re);
-    if (have_xre) regfree(&xre);
+    if (have_re) py_regex_free(&re);
+    if (have_xre) py_regex_free(&xre);
     if (strict && !have_re)
         for (int t = 0; t < spec->n_targets; t++)
             if (!hits[t]) {

@@ -29,9 +29,10 @@
 #include "util.h"
 
 extern const model_family gpt2_family;
+extern const model_family llama_family, mistral_family, qwen2_family;
 
 /* The registry: one row per family. */
-static const model_family *const families[] = {&gpt2_family};
+static const model_family *const families[] = {&gpt2_family, &llama_family, &mistral_family, &qwen2_family};
 #define N_FAMILIES (sizeof families / sizeof families[0])
 
 const model_family *model_family_find(const char *type) {
@@ -166,6 +167,12 @@ static const st_tensor *find_in(const model *m, const char *name) {
         if (pl && !strncmp(name, pre, pl) && (t = st_find(m->st[s], name + pl))) return t;
     }
     return NULL;
+}
+
+int model_check_seq_len(const model *m, int T, struct lerr *e) {
+    if (T > m->max_positions)
+        return lerr_set(e, "sequences of %d tokens exceed the model's %d positions", T, m->max_positions);
+    return m->fam->check_seq_len ? m->fam->check_seq_len(m, T, e) : 0;
 }
 
 int model_tensor_index(const model *m, const char *name) {

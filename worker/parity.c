@@ -201,6 +201,10 @@ int parity_run(const char *dir, double tol, FILE *out) {
         lerr_set(&e, "%s: seq_len %d exceeds the model's %d positions", dir, T, m.max_positions);
         goto fail;
     }
+    if (model_check_seq_len(&m, T, &e)) {
+        lerr_prefix(&e, "%s", dir);
+        goto fail;
+    }
     snprintf(path, sizeof path, "%s/lora-init", dir);
     if (model_load_peft(&a, &m, path, &e)) goto fail;
     snprintf(path, sizeof path, "%s/forward.safetensors", dir);

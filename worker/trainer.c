@@ -87,6 +87,10 @@ int train_ctx_open(train_ctx *t, const run_config *c, const model_alloc *al, str
                  t->model.max_positions);
         goto fail;
     }
+    if (model_check_seq_len(&t->model, c->seq_len, e)) {
+        lerr_prefix(e, "[data] seq_len");
+        goto fail;
+    }
     if (c->full_finetune) {
         if (c->init_from[0] || c->ckpt_dir[0]) {
             lerr_set(e, "[lora] full_finetune = true cannot be combined with %s (full fine-tuning is for comparisons)",

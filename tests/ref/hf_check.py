@@ -12,12 +12,17 @@ fails, printing what differed, and 0 when all passed.
   hf_check.py hf-load MODEL_DIR BATCH OURS.safetensors [--tol 1e-4]
         AutoModelForCausalLM.from_pretrained loads our merged model with no
         missing or unexpected keys; its logits and loss equal ours
-  hf_check.py peft-train BASE_DIR OUT_ADAPTER BATCH OUT_REF.safetensors SEED
+  hf_check.py peft-train BASE_DIR OUT_ADAPTER BATCH OUT_REF.safetensors SEED [--targets a,b,...]
         peft trains an adapter (5 AdamW steps on random batches), save_pretrained;
-        writes peft's logits and loss on BATCH
+        writes peft's logits and loss on BATCH (targets: c_attn,c_fc, GPT-2's, unless given;
+        "all-linear" as peft expands it)
   hf_check.py peft-init BASE_DIR OUT_ADAPTER MODULES_TO_SAVE
         get_peft_model with tests/ps-tiny.ini's LoRA (r 4, alpha 8, c_attn and
         c_proj) and modules_to_save (comma-separated), save_pretrained untrained
+  hf_check.py random-model FAMILY SEED OUT_DIR [--dtype float32|bfloat16|float16] [--shard SIZE]
+        a small random LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM (FAMILY llama,
+        mistral, qwen2: GQA, qwen2 tied with q/k/v biases, mistral with a sliding window of 64),
+        vocab 320, save_pretrained in that dtype, sharded at SIZE (e.g. 150KB) when given
   hf_check.py tokens VOCAB COUNT SEED OUT.bin
         random token ids in a token file of llm.c's format (which lora-ps reads)
   hf_check.py peft-eval BASE_DIR ADAPTER_DIR TOKENS.bin SEQ_LEN N_WINDOWS
@@ -232,15 +237,17 @@ def cmd_peft_eval(base, adapter, tokens, T, n_windows):
     return 0
 
 
-def cmd_peft_train(base, out_adapter, batch, out_ref, seed):
+def cmd_peft_train(base, out_adapter, batch, out_ref, seed, targets=None):
     from peft import LoraConfig, get_peft_model
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM
     torch.manual_seed(int(seed))
     g = torch.Generator().manual_seed(int(seed))
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    V, P = model.config.vocab_size, model.config.n_positions
-    cfg = LoraConfig(r=6, lora_alpha=12, target_modules=["c_attn", "c_fc"], lora_dropout=0.0, task_type="CAUSAL_LM")
+    V = model.config.vocab_size
+    P = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
+    tm = ["c_attn", "c_fc"] if targets is None else "all-linear" if targets == "all-linear" else targets.split(",")
+    cfg = LoraConfig(r=6, lora_alpha=12, target_modules=tm, lora_dropout=0.0, task_type="CAUSAL_LM")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pm = get_peft_model(model, cfg)
@@ -284,6 +291,33 @@ def cmd_generate(model_dir, adapter, ids, n):
         out = model.generate(input_ids=inp, attention_mask=torch.ones_like(inp), max_new_tokens=int(n),
                              min_new_tokens=int(n), do_sample=False, num_beams=1, pad_token_id=0)
     print("ids: " + " ".join(str(int(t)) for t in out[0, inp.shape[1]:]))
+    return 0
+
+
+def cmd_random_model(family, seed, out, dtype="float32", shard=None):
+    import transformers
+    torch.manual_seed(int(seed))
+    common = dict(vocab_size=320, hidden_size=48, intermediate_size=112, num_hidden_layers=2, num_attention_heads=6,
+                  num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-6, initializer_range=0.1,
+                  rope_parameters={"rope_type": "default", "rope_theta": 500000.0}, bos_token_id=1, eos_token_id=2)
+    if family == "llama":
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**common, attention_bias=True, mlp_bias=True))
+    elif family == "mistral":
+        model = transformers.MistralForCausalLM(transformers.MistralConfig(**common, sliding_window=64, head_dim=12))
+    elif family == "qwen2":
+        model = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**common, tie_word_embeddings=True))
+    else:
+        sys.stderr.write(f"random-model: unknown family {family!r}\n")
+        return 2
+    with torch.no_grad():  # norm weights away from 1 and biases away from 0, as the fixtures
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.add_(0.1 * torch.randn(p.shape))
+    model = model.to(getattr(torch, dtype))
+    kw = {"max_shard_size": shard} if shard else {}
+    model.save_pretrained(out, **kw)
+    files = sorted(os.listdir(out))
+    print(f"random {family} ({dtype}{', sharded ' + shard if shard else ''}) in {out}: {', '.join(files)}")
     return 0
 
 
@@ -436,10 +470,14 @@ def cmd_h5(ckpt, adapter):
 def main(argv):
     args = [a for a in argv[1:]]
     tol = TOL
-    if "--tol" in args:
-        i = args.index("--tol")
-        tol = float(args[i + 1])
-        del args[i:i + 2]
+    opts = {}
+    for flag in ("--tol", "--targets", "--dtype", "--shard"):
+        if flag in args:
+            i = args.index(flag)
+            opts[flag] = args[i + 1]
+            del args[i:i + 2]
+    if "--tol" in opts:
+        tol = float(opts["--tol"])
     if not args:
         sys.stderr.write(__doc__)
         return 2
@@ -449,8 +487,9 @@ def main(argv):
         "batch": (5, lambda a: cmd_batch(*a)),
         "peft-load": (4, lambda a: cmd_peft_load(*a, tol)),
         "hf-load": (3, lambda a: cmd_hf_load(*a, tol)),
-        "peft-train": (5, lambda a: cmd_peft_train(*a)),
+        "peft-train": (5, lambda a: cmd_peft_train(*a, opts.get("--targets"))),
         "peft-init": (3, lambda a: cmd_peft_init(*a)),
+        "random-model": (3, lambda a: cmd_random_model(*a, opts.get("--dtype", "float32"), opts.get("--shard"))),
         "tokens": (4, lambda a: cmd_tokens(*a)),
         "peft-eval": (5, lambda a: cmd_peft_eval(*a)),
         "compare": (2, lambda a: cmd_compare(*a, tol)),
