@@ -406,6 +406,17 @@ static void test_peft_io(void) {
           "modules_to_save is not [\"classifier\"]");
     cJSON_Delete(j);
     free(text);
+    /* all-linear is written as peft's string form (in a list it would be a module name) */
+    lora_spec spa = spec_of("all-linear", 2, 0, 1);
+    lora_adapter al;
+    CHECK(model_adapter_create(&al, &spa, &m2, 1, &e) == 0 && model_save_peft(&al, &m2, adir, &e) == 0, "%s", e.msg);
+    text = read_text_file(path, 1 << 20, &e);
+    j = text ? cJSON_Parse(text) : NULL;
+    const cJSON *tm = cJSON_GetObjectItemCaseSensitive(j, "target_modules");
+    CHECK(cJSON_IsString(tm) && !strcmp(tm->valuestring, "all-linear"), "all-linear is not written as a string");
+    cJSON_Delete(j);
+    free(text);
+    lora_free(&al);
     /* peft's own SEQ_CLS adapters list "score" too: it matches nothing and is skipped */
     lora_spec sp2 = sp;
     snprintf(sp2.save[sp2.n_save++], LORA_NAME, "score");
@@ -569,8 +580,9 @@ static int make_adapter(int argc, char **argv) {
     lora_spec sp = spec_of(argv[4], atoi(argv[5]), 0, 0);
     sp.alpha = (float)atof(argv[6]);
     if (m.save_modules) snprintf(sp.save[sp.n_save++], LORA_NAME, "%s", m.save_modules);
-    /* peft expands all-linear with the token classifier among the targets, and
-     * then refuses it in modules_to_save: peft's own way out is to exclude it */
+    /* peft creates a token classifier's all-linear adapter only with the
+     * classifier excluded (it expands all-linear with the head among the
+     * targets, then refuses it in modules_to_save): write what peft writes */
     if (m.task == TASK_TOKEN_CLS && !strcmp(argv[4], "all-linear"))
         snprintf(sp.exclude[sp.n_exclude++], LORA_NAME, "classifier");
     lora_adapter a;
