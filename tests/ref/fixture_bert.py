@@ -55,7 +55,11 @@ def _draw_bert(rng, cls):
              else r".*layer\.0\.(attention\.self\.query|output\.dense)")
     targets = rng.choice([["query", "value"], ["query", "key", "value"], ["dense"], ["attention.output.dense"],
                           ["intermediate.dense", "output.dense"], "all-linear", regex])
-    d = dict(model=cfg, B=rng.randint(1, 4), T=T, targets=targets, family="bert",
+    # B >= 2 (drawn as 1..4, so every other field of a draw is as before): with one sequence a layer-0 query/key/
+    # value gradient is a single small projection of the upstream gradient, and HF's own float32 result was 1.1e-4
+    # from the exact (float64) one (seed 1668452394: B=1, T=2, key LoRA; ours 3e-6); every draw above 8e-6 in
+    # 300 seeds had B = 1.
+    d = dict(model=cfg, B=max(2, rng.randint(1, 4)), T=T, targets=targets, family="bert",
              token_types=rng.random() < 0.5, one_full_row=rng.random() < 0.7)
     if cls:
         d["loss"] = ("MSE over the B sequences (SEQ_CLS, num_labels 1: regression)" if cfg["num_labels"] == 1 else
