@@ -1,8 +1,12 @@
 /*
- * lora_bench: the engine's speed on a GPT-2 124M-shaped model (random, seeded).
+ * lora_bench: the engine's speed on a GPT-2 124M-shaped model (random, seeded),
+ * or (--family bert-cls) a BERT-base-shaped BertForSequenceClassification
+ * (12 layers, 768 hidden, 12 heads, intermediate 3072, vocab 30522, 2 labels;
+ * defaults B=4 T=128, LoRA on query,value + the classifier, 3 steps; padded
+ * rows, attention_mask, one label per sequence).
  *
- *   lora_bench [--B 4] [--T 256] [--r 8] [--targets c_attn] [--steps 5] [--layers 12]
- *              [--embd 768] [--heads 12] [--vocab 50257] [--json build/bench.json]
+ *   lora_bench [--family gpt2|bert-cls] [--B 4] [--T 256] [--r 8] [--targets c_attn] [--steps 5]
+ *              [--layers 12] [--embd 768] [--heads 12] [--vocab 50257] [--json build/bench.json]
  *
  * One training step = forward + backward (input and adapter gradients) + AdamW.
  * Prints ms/step, tokens/s, achieved GFLOP/s (the matmul FLOPs the step must
@@ -26,7 +30,8 @@
 
 typedef struct {
     int B, T, r, steps, layers, embd, heads, vocab, positions, full;
-    const char *targets, *json;
+    const char *targets, *json, *family;
+    int set_B, set_T, set_steps, set_vocab, set_targets; /* given on the command line (else the family's default) */
 } opts;
 
 static int parse(opts *o, int argc, char **argv) {
@@ -46,8 +51,12 @@ static int parse(opts *o, int argc, char **argv) {
             long x = strtol(v, &end, 10);
             if (*end || x < 1 || x > 1 << 24) goto bad;
             *ip = (int)x;
+            o->set_B |= ip == &o->B, o->set_T |= ip == &o->T, o->set_steps |= ip == &o->steps;
+            o->set_vocab |= ip == &o->vocab;
         } else if (!strcmp(k, "--targets"))
-            o->targets = v;
+            o->targets = v, o->set_targets = 1;
+        else if (!strcmp(k, "--family") && (!strcmp(v, "gpt2") || !strcmp(v, "bert-cls")))
+            o->family = v;
         else if (!strcmp(k, "--json"))
             o->json = v;
         else
@@ -56,12 +65,21 @@ static int parse(opts *o, int argc, char **argv) {
         continue;
     bad:
         fprintf(stderr, "lora_bench: bad argument '%s'\nusage: lora_bench [--B n] [--T n] [--r n] [--targets list] "
-                        "[--steps n] [--layers n] [--embd n] [--heads n] [--vocab n] [--json path] [--full]\n", k);
+                        "[--steps n] [--layers n] [--embd n] [--heads n] [--vocab n] [--json path] [--full] "
+                        "[--family gpt2|bert-cls]\n", k);
         return -1;
     }
     if (o->embd % o->heads) {
         fprintf(stderr, "lora_bench: --embd must be a multiple of --heads\n");
         return -1;
+    }
+    if (!strcmp(o->family, "bert-cls")) { /* BERT-base's shapes and a classification-sized step */
+        if (!o->set_B) o->B = 4;
+        if (!o->set_T) o->T = 128;
+        if (!o->set_steps) o->steps = 3;
+        if (!o->set_vocab) o->vocab = 30522;
+        if (!o->set_targets) o->targets = "query,value";
+        o->positions = 512;
     }
     if (o->T > o->positions) o->positions = o->T;
     return 0;
@@ -109,13 +127,21 @@ static double sgemm_ceiling(const model *m, int N, double *flops_out) {
 int main(int argc, char **argv) {
     blas_env_setup(argv);
     opts o = {.B = 4, .T = 256, .r = 8, .steps = 5, .layers = 12, .embd = 768, .heads = 12, .vocab = 50257,
-              .positions = 1024, .targets = "c_attn", .json = "build/bench.json"};
+              .positions = 1024, .targets = "c_attn", .json = "build/bench.json", .family = "gpt2"};
     if (parse(&o, argc, argv)) return 2;
+    int bert = !strcmp(o.family, "bert-cls");
     char cfg[512];
-    snprintf(cfg, sizeof cfg,
-             "{\"model_type\": \"gpt2\", \"n_layer\": %d, \"n_head\": %d, \"n_embd\": %d, \"n_positions\": %d, "
-             "\"vocab_size\": %d}",
-             o.layers, o.heads, o.embd, o.positions, o.vocab);
+    if (bert)
+        snprintf(cfg, sizeof cfg,
+                 "{\"model_type\": \"bert\", \"architectures\": [\"BertForSequenceClassification\"], "
+                 "\"num_hidden_layers\": %d, \"num_attention_heads\": %d, \"hidden_size\": %d, "
+                 "\"intermediate_size\": %d, \"max_position_embeddings\": %d, \"vocab_size\": %d}",
+                 o.layers, o.heads, o.embd, 4 * o.embd, o.positions, o.vocab);
+    else
+        snprintf(cfg, sizeof cfg,
+                 "{\"model_type\": \"gpt2\", \"n_layer\": %d, \"n_head\": %d, \"n_embd\": %d, \"n_positions\": %d, "
+                 "\"vocab_size\": %d}",
+                 o.layers, o.heads, o.embd, o.positions, o.vocab);
     model m;
     struct lerr e;
     if (model_init_random(&m, cfg, 1234, &e)) {
@@ -127,6 +153,7 @@ int main(int argc, char **argv) {
     snprintf(tl, sizeof tl, "%s", o.targets);
     for (char *tok = strtok(tl, ","); tok && sp.n_targets < LORA_MAX_TARGETS; tok = strtok(NULL, ","))
         snprintf(sp.targets[sp.n_targets++], LORA_NAME, "%s", tok);
+    if (m.save_modules) snprintf(sp.save[sp.n_save++], LORA_NAME, "%s", m.save_modules); /* peft's default */
     lora_adapter a;
     if (o.full ? model_full_adapter(&a, &m, &e) : model_adapter_create(&a, &sp, &m, 1, &e)) {
         fprintf(stderr, "lora_bench: %s\n", e.msg);
@@ -141,13 +168,20 @@ int main(int argc, char **argv) {
         snprintf(what, sizeof what, "full fine-tuning (every weight trainable)");
     else
         snprintf(what, sizeof what, "LoRA r=%d on %s", o.r, o.targets);
-    printf("lora_bench: GPT-2 shape L=%d C=%d H=%d V=%d, B=%d T=%d, %s; %d threads, OpenBLAS %s\n", o.layers,
-           o.embd, o.heads, o.vocab, B, T, what, omp_get_max_threads(), openblas_get_corename());
+    if (bert) snprintf(what + strlen(what), sizeof what - strlen(what), " + classifier");
+    printf("lora_bench: %s shape L=%d C=%d H=%d V=%d, B=%d T=%d, %s; %d threads, OpenBLAS %s\n",
+           bert ? "BERT-base (sequence classification, 2 labels)" : "GPT-2", o.layers, o.embd, o.heads, o.vocab, B, T,
+           what, omp_get_max_threads(), openblas_get_corename());
     printf("%s\n", line);
     model_ws *s = model_ws_create(&m, &a, B, T);
     int32_t *tok = malloc(sizeof(int32_t) * N);
     for (int i = 0; i < N; i++) tok[i] = (int32_t)((i * 2654435761u) % (unsigned)o.vocab);
+    /* BERT: every other row padded over its last quarter (the work is the same: rows are computed, keys masked) */
+    int32_t *mask = malloc(sizeof(int32_t) * N), *labels = malloc(sizeof(int32_t) * B);
+    for (int i = 0; i < N; i++) mask[i] = !((i / T) % 2 && i % T >= T - T / 4);
+    for (int b = 0; b < B; b++) labels[b] = b % 2;
     model_batch mb = {.tokens = tok, .labels = tok, .B = B, .T = T};
+    if (bert) mb.mask = mask, mb.labels = labels;
     float *grad = xalloc_aligned(a.n_params * 4), *mm = xalloc_aligned(a.n_params * 4),
           *vv = xalloc_aligned(a.n_params * 4);
     adamw_hparams hp = {0.9f, 0.999f, 1e-8f, 0.0f};
@@ -192,12 +226,13 @@ int main(int argc, char **argv) {
     FILE *f = fopen(o.json, "w");
     if (f) {
         fprintf(f,
-                "{\n  \"model\": \"gpt2 L%d C%d H%d V%d\",\n  \"B\": %d,\n  \"T\": %d,\n  \"r\": %d,\n"
+                "{\n  \"model\": \"%s L%d C%d H%d V%d\",\n  \"B\": %d,\n  \"T\": %d,\n  \"r\": %d,\n"
                 "  \"targets\": \"%s\",\n  \"full_finetune\": %s,\n  \"threads\": %d,\n  \"trainable_params\": %zu,\n  \"all_params\": %lld,\n"
                 "  \"ms_per_step\": %.3f,\n  \"tokens_per_s\": %.1f,\n  \"gflop_per_step\": %.4f,\n"
                 "  \"achieved_gflops\": %.2f,\n  \"sgemm_ceiling_gflops\": %.2f,\n  \"sgemm_ceiling_ratio\": %.4f,\n"
                 "  \"peak_rss_bytes\": %ld\n}\n",
-                o.layers, o.embd, o.heads, o.vocab, B, T, o.r, o.targets, o.full ? "true" : "false",
+                bert ? "bert-cls" : "gpt2", o.layers, o.embd, o.heads, o.vocab, B, T, o.r, o.targets,
+                o.full ? "true" : "false",
                 omp_get_max_threads(), a.n_params,
                 (long long)(o.full ? (int64_t)a.n_params : m.n_params + (int64_t)a.n_params), mean * 1e3, N / mean, flops / 1e9, achieved, ceiling,
                 achieved / ceiling, rss);
@@ -210,6 +245,8 @@ int main(int argc, char **argv) {
     free(mm);
     free(vv);
     free(tok);
+    free(mask);
+    free(labels);
     model_ws_free(&m, s);
     lora_free(&a);
     model_free(&m);
