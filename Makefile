@@ -133,6 +133,7 @@ bench: all
 	$(BUILD)/bin/lora_bench --json $(BUILD)/bench.json $(BENCH_ARGS)
 	scripts/bench_ps.sh $(BUILD) $(BUILD)/bench.json
 	$(BUILD)/bin/lora_bench --family llama --json $(BUILD)/bench.json --json-key llama_1b $(BENCH_LLAMA_ARGS)
+	$(BUILD)/bin/lora_bench --family bert-cls --json $(BUILD)/bench.json --json-key bert-cls $(BENCH_BERT_ARGS)
 	@echo "bench JSON: $(BUILD)/bench.json"
 
 # cluster/lora.sbatch on a real single-node Slurm from Debian's packages (root;

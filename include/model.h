@@ -62,11 +62,14 @@ typedef struct {
 /* One batch. tokens (B, T). mask (B, T): 1 = token, 0 = padding; NULL = no
  * padding. type_ids (B, T) or NULL (all 0). labels: CAUSAL_LM (B, T) as HF
  * takes them (shifted inside; -100 = no loss), SEQ_CLS (B) class ids,
- * TOKEN_CLS (B, T) (-100 = no loss); NULL = no loss. sample_ids (B): the
- * global sample index of each row (dropout masks are a pure function of it),
- * NULL = 0..B-1. */
+ * TOKEN_CLS (B, T) (-100 = no loss); NULL = no loss. label_values (B): the
+ * float targets of a regression head (SEQ_CLS with one label, HF's
+ * problem_type "regression"); NULL there: labels taken as values. sample_ids
+ * (B): the global sample index of each row (dropout masks are a pure
+ * function of it), NULL = 0..B-1. */
 typedef struct {
     const int32_t *tokens, *mask, *type_ids, *labels;
+    const float *label_values;
     const int64_t *sample_ids;
     int B, T;
 } model_batch;
@@ -81,7 +84,8 @@ typedef struct {
     const char *prefix;     /* optional key prefix of its files ("transformer."): keys may come without it */
     /* Reads config.json (parsed: a cJSON object) into m->impl (malloc'd) and
      * describes the model: m->tensor (names, shapes), m->site, m->n_params,
-     * m->task, m->vocab, m->max_positions, m->n_labels, m->fan_in_fan_out. */
+     * m->task, m->vocab, m->max_positions, m->n_labels, m->n_types,
+     * m->fan_in_fan_out. */
     int (*describe)(model *m, const void *config_json, const char *path, struct lerr *e);
     /* Keys of the file that are not weights and may be ignored (buffers). */
     int (*ignorable)(const model *m, const char *key);
@@ -122,6 +126,7 @@ struct model {
     int vocab, max_positions, n_labels; /* n_labels: classification heads (0 for LM) */
     int eos_id, bos_id;    /* config.json's eos_token_id / bos_token_id (-1: none) */
     char (*label_names)[64]; /* (n_labels) config.json's id2label, or NULL */
+    int n_types;           /* token type ids the model takes (BERT's type_vocab_size; 0: none) */
     int n_tensor;
     model_tensor *tensor;  /* (n_tensor) in the family's order */
     int n_site;
@@ -205,8 +210,10 @@ static inline float *model_g(const lora_adapter *a, float *grad, int t) {
 /* ---- adapters for a model */
 /* lora_create against m's sites, plus the whole tensors of spec's
  * modules_to_save (a module name matches the tensors named "<...>.name.*" or
- * "name.*"), values zeroed. strict: a target that matches nothing is an
- * error naming the family's modules. */
+ * "name.*"), values zeroed. strict: a target or a modules_to_save name that
+ * matches nothing is an error naming the family's modules; otherwise (peft's
+ * rule, for adapters peft wrote) only targets that match nothing at all are,
+ * and modules_to_save names that match nothing are skipped. */
 int model_adapter_create(lora_adapter *a, const lora_spec *spec, const model *m, int strict, struct lerr *e);
 /* peft's init for the LoRA tensors (lora_init) and the model's current values
  * for whole tensors. */

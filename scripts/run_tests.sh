@@ -29,7 +29,10 @@ REF_CHECKS=("random-shape parity vs HF + peft (gpt2, $PARITY_N configurations)"
     "random-shape parity vs HF + peft (llama, $PARITY_N configurations)"
     "random-shape parity vs HF + peft (mistral, $PARITY_N configurations)"
     "random-shape parity vs HF + peft (qwen2, $PARITY_N configurations)"
-    "HF round trips of the LLaMA family (llama, qwen2 BF16, mistral sharded; lora_worker checkpoint; peft's adapters)")
+    "HF round trips of the LLaMA family (llama, qwen2 BF16, mistral sharded; lora_worker checkpoint; peft's adapters)"
+    "random-shape parity vs HF + peft (bert-cls, $PARITY_N configurations)"
+    "random-shape parity vs HF + peft (bert-ner, $PARITY_N configurations)"
+    "BERT round trips (peft loads our adapters, transformers our merged models, we load peft's)")
 ref_ok=0
 if [ "${CI:-}" != "true" ] && [ "${LORA_NO_REF:-}" = 1 ]; then
     not_run+=("${REF_CHECKS[@]}")
@@ -63,6 +66,7 @@ for t in "$B"/bin/test_*; do
 done
 run "parity gpt2-tiny" "$B/bin/lora" parity "$LORA_FIXTURES/gpt2-tiny"
 run "parity llama-tiny" "$B/bin/lora" parity "$LORA_FIXTURES/llama-tiny"
+run "parity bert-tiny-cls" "$B/bin/lora" parity "$LORA_FIXTURES/bert-tiny-cls"
 if [ $ref_ok = 1 ]; then
     run "${REF_CHECKS[0]}" tests/ref_parity.sh "$B" gpt2 "$PARITY_N"
     run "${REF_CHECKS[1]}" tests/ref_roundtrip.sh "$B"
@@ -73,6 +77,9 @@ if [ $ref_ok = 1 ]; then
     run "${REF_CHECKS[6]}" tests/ref_parity.sh "$B" mistral "$PARITY_N"
     run "${REF_CHECKS[7]}" tests/ref_parity.sh "$B" qwen2 "$PARITY_N"
     run "${REF_CHECKS[8]}" tests/ref_roundtrip_llama.sh "$B"
+    run "${REF_CHECKS[9]}" tests/ref_parity.sh "$B" bert-cls "$PARITY_N"
+    run "${REF_CHECKS[10]}" tests/ref_parity.sh "$B" bert-ner "$PARITY_N"
+    run "${REF_CHECKS[11]}" tests/ref_roundtrip_bert.sh "$B"
 fi
 run "bad inputs" tests/bad_inputs.sh "$B"
 run "parameter server: equivalence (N = 1, 2, 4, 64; S = 1, 2)" tests/ps_equivalence.sh "$B"

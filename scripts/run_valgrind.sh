@@ -9,7 +9,8 @@ VG=(valgrind --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=defini
     --track-origins=yes --quiet)
 command -v valgrind >/dev/null || { echo "run_valgrind: valgrind is not installed (apt-get install valgrind)"; exit 1; }
 failed=()
-for t in "$B"/bin/test_* "$B/bin/lora parity $LORA_FIXTURES/gpt2-tiny" "$B/bin/lora parity $LORA_FIXTURES/llama-tiny"; do
+for t in "$B"/bin/test_* "$B/bin/lora parity $LORA_FIXTURES/gpt2-tiny" "$B/bin/lora parity $LORA_FIXTURES/llama-tiny" \
+    "$B/bin/lora parity $LORA_FIXTURES/bert-tiny-cls"; do
     t0=$SECONDS
     # shellcheck disable=SC2086
     if "${VG[@]}" $t >/tmp/lora-vg.$$ 2>&1; then

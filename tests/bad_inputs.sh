@@ -79,7 +79,10 @@ expect_fail "truncated token file" "$tmp/short.bin" train --set data.train="$tmp
 expect_fail "tokens outside the vocabulary" "outside the model's vocabulary" \
     train --set model.path="$FIX/gpt2-tiny/base" --set data.seq_len=16
 expect_fail "seq_len beyond n_positions" "n_positions" train --set data.seq_len=512
-expect_fail "parity on a family not supported yet" "not supported yet" "$LORA" parity "$FIX/bert-tiny-cls"
+mkdir -p "$tmp/falcon/base"
+cp "$FIX/gpt2-tiny/meta.json" "$tmp/falcon/"
+printf '{"model_type": "falcon", "architectures": ["FalconForCausalLM"]}\n' >"$tmp/falcon/base/config.json"
+expect_fail "parity on a family not supported yet" 'model_type "falcon" is not supported yet' "$LORA" parity "$tmp/falcon"
 expect_fail "parity on a missing folder" "/nonexistent/meta.json" "$LORA" parity /nonexistent
 expect_fail "merge with a missing adapter" "adapter_config.json" \
     "$LORA" merge --model demo/tiny-gpt2-pydocs --adapter /nonexistent --out "$tmp/m"
@@ -130,5 +133,68 @@ expect_fail "llama: a target module the family does not have" \
     "unknown target module 'c_attn': it matches no module of the model (llama modules: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj" \
     ltrain --set lora.targets=c_attn
 expect_fail "llama: an adapter of another family" "target modules 'c_proj', 'c_attn' match no module of the model (llama modules" ltrain --set lora.init_from="$FIX/gpt2-tiny/lora-init" --set lora.r=4
+# BERT: config.json fields, shapes, targets, labels (each message names the file and the field)
+BERT="$FIX/bert-tiny-cls"
+bert_cfg() { # bert_cfg NAME PYTHON-EXPR-ON-c: a copy of the fixture's base with config.json edited
+    mkdir -p "$tmp/$1"
+    cp "$BERT/base/model.safetensors" "$tmp/$1/"
+    python3 -c "import json,sys; c=json.load(open(sys.argv[1])); $2; json.dump(c, open(sys.argv[2], 'w'))" \
+        "$BERT/base/config.json" "$tmp/$1/config.json"
+}
+st_ints() { # st_ints OUT NAME:d0xd1:v,v,... ...: a safetensors file of int64 tensors (stdlib python)
+    python3 - "$@" <<'PY'
+import json, struct, sys
+hdr, data = {}, b""
+for spec in sys.argv[2:]:
+    name, shape, vals = spec.split(":")
+    shape, vals = [int(x) for x in shape.split("x")], [int(x) for x in vals.split(",")]
+    hdr[name] = {"dtype": "I64", "shape": shape, "data_offsets": [len(data), len(data) + 8 * len(vals)]}
+    data += struct.pack("<%dq" % len(vals), *vals)
+h = json.dumps(hdr).encode()
+h += b" " * (-len(h) % 8)
+open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h + data)
+PY
+}
+st_ints "$tmp/bert-batch.st" input_ids:2x4:2,7,9,0,5,6,0,0 attention_mask:2x4:1,1,1,0,1,1,0,0 labels:2:1,0
+logits() { "$LORA" logits --model "$1" --input "${2:-$tmp/bert-batch.st}" "${@:3}"; }
+bert_cfg b-miss "del c['hidden_size']"
+expect_fail "bert: missing config field" "b-miss/config.json: missing \"hidden_size\"" logits "$tmp/b-miss"
+bert_cfg b-type "c['num_attention_heads'] = '4'"
+expect_fail "bert: wrong-typed config field" "b-type/config.json: \"num_attention_heads\" must be an integer" \
+    logits "$tmp/b-type"
+bert_cfg b-arch "c['architectures'] = ['BertForMaskedLM']"
+expect_fail "bert: an architecture the family does not have" 'architectures "BertForMaskedLM" is not supported' \
+    logits "$tmp/b-arch"
+bert_cfg b-noarch "del c['architectures']"
+expect_fail "bert: no architectures" "b-noarch/config.json: missing \"architectures\"" logits "$tmp/b-noarch"
+bert_cfg b-heads "c['num_attention_heads'] = 5"
+expect_fail "bert: hidden_size not a multiple of the heads" \
+    "b-heads/config.json: hidden_size 64 is not a multiple of num_attention_heads 5" logits "$tmp/b-heads"
+bert_cfg b-big "c['vocab_size'] = 10**8"
+expect_fail "bert: a size out of range" "b-big/config.json: \"vocab_size\" = 100000000 is outside" logits "$tmp/b-big"
+bert_cfg b-huge "c.update(hidden_size=65536, num_attention_heads=4, intermediate_size=262144, num_hidden_layers=1000)"
+expect_fail "bert: shapes too large (before allocating)" "b-huge/config.json: these sizes make" logits "$tmp/b-huge"
+bert_cfg b-labels "c['id2label'] = {'0': 'a', '1': 'b', '2': 'c'}"
+expect_fail "bert: id2label disagrees with the classifier" \
+    "tensor 'classifier.weight' has shape (2, 64) but config.json gives (3, 64)" logits "$tmp/b-labels"
+bert_cfg b-prob "c['problem_type'] = 'multi_label_classification'"
+expect_fail "bert: a problem_type not supported" 'problem_type "multi_label_classification" is not supported' \
+    logits "$tmp/b-prob"
+mkdir -p "$tmp/b-target"
+cp "$BERT/lora-init/adapter_model.safetensors" "$tmp/b-target/"
+python3 -c "import json,sys; c=json.load(open(sys.argv[1])); c['target_modules']=['c_attn']; json.dump(c, open(sys.argv[2],'w'))" \
+    "$BERT/lora-init/adapter_config.json" "$tmp/b-target/adapter_config.json"
+expect_fail "bert: a target module the family does not have (its modules named)" \
+    "b-target/adapter_config.json: target modules 'c_attn' match no module of the model (bert modules: query, key" \
+    logits "$BERT/base" "" --adapter "$tmp/b-target"
+st_ints "$tmp/bert-badlabel.st" input_ids:2x4:2,7,9,0,5,6,0,0 attention_mask:2x4:1,1,1,0,1,1,0,0 labels:2:1,2
+expect_fail "bert: a classification label outside num_labels" \
+    "bert-badlabel.st: labels[1] = 2 is outside the model's 2 labels" logits "$BERT/base" "$tmp/bert-badlabel.st"
+st_ints "$tmp/bert-badtype.st" input_ids:1x3:2,7,9 token_type_ids:1x3:0,1,2
+expect_fail "bert: a token type outside type_vocab_size" \
+    "bert-badtype.st: token_type_ids[2] = 2 is outside the model's 2 token types" logits "$BERT/base" "$tmp/bert-badtype.st"
+st_ints "$tmp/bert-badshape.st" input_ids:2x4:2,7,9,0,5,6,0,0 labels:2x4:1,0,1,0,1,0,1,0
+expect_fail "bert: sequence labels of the wrong shape" "bert-badshape.st: tensor 'labels' must have shape (2)" \
+    logits "$BERT/base" "$tmp/bert-badshape.st"
 [ $fails -eq 0 ] && echo "bad inputs: all cases gave a clear error" || echo "bad inputs: $fails case(s) failed"
 exit $((fails > 0))

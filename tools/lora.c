@@ -35,7 +35,7 @@ static int usage(void) {
             "  lora export --checkpoint FILE.h5 [--model HF_DIR] --out PEFT_DIR\n"
             "  lora logits --model HF_DIR [--adapter PEFT_DIR | --checkpoint FILE.h5] --input BATCH.safetensors\n"
             "              [--out FILE.safetensors]\n"
-            "              (forward on input_ids (B, T) [and labels]: writes logits and loss, prints the loss)\n"
+            "              (forward on input_ids (B, T) [attention_mask, token_type_ids, labels]: writes logits and loss)\n"
             "  lora generate --model DIR [--adapter PEFT_DIR] --ids \"ID ...\" [--max-new-tokens N] [--temperature T]\n"
             "                [--top-k K] [--top-p P] [--seed S] [--ignore-eos true]   (greedy when T = 0)\n"
             "  lora plot METRICS_FILE --out curve.png   (training/validation loss and the metric against steps)\n"
@@ -360,6 +360,7 @@ static int cmd_logits(int argc, char **argv) {
     st_file *in = NULL;
     model_ws *s = NULL;
     int32_t *ids = NULL, *labels = NULL, *mask = NULL, *types = NULL;
+    float *values = NULL; /* float labels: a regression head's targets */
     int rc = 1, have_adapter = 0;
     if (ckpt) { /* the adapter as the HDF5 reader gives it, not through peft's files */
         if (open_checkpoint(ckpt, dir, &m, &a, &e)) goto done;
@@ -387,19 +388,47 @@ static int cmd_logits(int argc, char **argv) {
         lerr_prefix(&e, "%s", input);
         goto done;
     }
+    const st_tensor *tl = st_find(in, "labels");
+    int float_labels = tl && (tl->dtype == ST_F32 || tl->dtype == ST_F16 || tl->dtype == ST_BF16 || tl->dtype == ST_F64);
+    if (float_labels && (m.task != TASK_SEQ_CLS || m.n_labels != 1)) {
+        lerr_set(&e, "%s: labels holds floats, but the model is not a regression head (one label)", input);
+        goto done;
+    }
+    if (float_labels && (tl->ndim != 1 || tl->shape[0] != B)) {
+        lerr_set(&e, "%s: tensor 'labels' must have shape (%lld)", input, (long long)B);
+        goto done;
+    }
+    if (float_labels) {
+        values = xmalloc(sizeof(float) * (size_t)B);
+        if (st_to_f32(values, tl, &e)) goto done;
+    }
     if (st_read_ints(in, "input_ids", 2, B, T, &ids, &e) < 0 ||
         st_read_ints(in, "attention_mask", 2, B, T, &mask, &e) < 0 ||
         st_read_ints(in, "token_type_ids", 2, B, T, &types, &e) < 0 ||
-        st_read_ints(in, "labels", m.task == TASK_SEQ_CLS ? 1 : 2, B, T, &labels, &e) < 0)
+        (!float_labels && st_read_ints(in, "labels", m.task == TASK_SEQ_CLS ? 1 : 2, B, T, &labels, &e) < 0))
         goto done;
     for (int64_t i = 0; i < B * T; i++)
         if (ids[i] < 0 || ids[i] >= m.vocab) {
             lerr_set(&e, "%s: input_ids[%lld] = %d is outside the vocabulary (%d)", input, (long long)i, ids[i], m.vocab);
             goto done;
         }
+    int n_types = m.n_types ? m.n_types : 1;
+    for (int64_t i = 0; types && i < B * T; i++)
+        if (types[i] < 0 || types[i] >= n_types) {
+            lerr_set(&e, "%s: token_type_ids[%lld] = %d is outside the model's %d token types", input, (long long)i,
+                     types[i], n_types);
+            goto done;
+        }
+    int64_t nl = m.task == TASK_SEQ_CLS ? B : B * T;
+    for (int64_t i = 0; labels && m.task != TASK_CAUSAL_LM && i < nl; i++)
+        if (labels[i] != -100 && (labels[i] < 0 || labels[i] >= m.n_labels)) {
+            lerr_set(&e, "%s: labels[%lld] = %d is outside the model's %d labels (num_labels; -100 = no loss)", input,
+                     (long long)i, labels[i], m.n_labels);
+            goto done;
+        }
     const lora_adapter *ap = have_adapter ? &a : NULL;
     s = model_ws_create(&m, ap, (int)B, (int)T);
-    model_batch mb = {.tokens = ids, .mask = mask, .type_ids = types, .B = (int)B, .T = (int)T,
+    model_batch mb = {.tokens = ids, .mask = mask, .type_ids = types, .label_values = values, .B = (int)B, .T = (int)T,
                       .labels = labels ? labels : m.task == TASK_CAUSAL_LM ? ids : NULL};
     int64_t n = 0;
     double sum = model_forward(&m, ap, s, &mb, 0, 0, &n);
@@ -420,6 +449,7 @@ done:
     if (s) model_ws_free(&m, s);
     free(ids);
     free(labels);
+    free(values);
     free(mask);
     free(types);
     st_close(in);

@@ -1,6 +1,10 @@
 /*
  * lora_bench: the engine's speed on a GPT-2 124M-shaped model, or with
- * --family llama on a LLaMA 1B-class one (random, seeded).
+ * --family llama on a LLaMA 1B-class one, or with --family bert-cls on a
+ * BERT-base-shaped BertForSequenceClassification (12 layers, 768 hidden, 12
+ * heads, intermediate 3072, vocab 30522, 2 labels; B=4 T=128, LoRA on
+ * query,value + the classifier, 3 steps; every other row padded over its
+ * last quarter) (random, seeded).
  *
  *   lora_bench [--B 4] [--T 256] [--r 8] [--targets c_attn] [--steps 5] [--layers 12]
  *              [--embd 768] [--heads 12] [--vocab 50257] [--json build/bench.json]
@@ -68,27 +72,28 @@ static int parse(opts *o, int argc, char **argv) {
             o->json = v;
         else if (!strcmp(k, "--json-key"))
             o->json_key = v;
-        else if (!strcmp(k, "--family") && (!strcmp(v, "gpt2") || !strcmp(v, "llama")))
+        else if (!strcmp(k, "--family") && (!strcmp(v, "gpt2") || !strcmp(v, "llama") || !strcmp(v, "bert-cls")))
             o->family = v;
         else
             goto bad;
         i++;
         continue;
     bad:
-        fprintf(stderr, "lora_bench: bad argument '%s'\nusage: lora_bench [--family gpt2|llama] [--B n] [--T n] [--r n] "
+        fprintf(stderr, "lora_bench: bad argument '%s'\nusage: lora_bench [--family gpt2|llama|bert-cls] [--B n] [--T n] [--r n] "
                         "[--targets list] [--steps n] [--layers n] [--embd n] [--heads n] [--kv-heads n] [--inter n] "
                         "[--vocab n] [--json path] [--json-key name] [--full]\n", k);
         return -1;
     }
     /* the family's defaults for what was not given (0) */
-    int llama = !strcmp(o->family, "llama");
-    const int gpt2_d[] = {4, 256, 5, 12, 768, 12, 12, 3072, 50257}, llama_d[] = {1, 128, 2, 16, 2048, 32, 8, 8192, 32000};
-    const int *d = llama ? llama_d : gpt2_d;
+    int llama = !strcmp(o->family, "llama"), bert = !strcmp(o->family, "bert-cls");
+    const int gpt2_d[] = {4, 256, 5, 12, 768, 12, 12, 3072, 50257}, llama_d[] = {1, 128, 2, 16, 2048, 32, 8, 8192, 32000},
+              bert_d[] = {4, 128, 3, 12, 768, 12, 12, 3072, 30522};
+    const int *d = llama ? llama_d : bert ? bert_d : gpt2_d;
     int *f[] = {&o->B, &o->T, &o->steps, &o->layers, &o->embd, &o->heads, &o->kv_heads, &o->inter, &o->vocab};
     for (int i = 0; i < 9; i++)
         if (!*f[i]) *f[i] = d[i];
-    if (!o->targets) o->targets = llama ? "q_proj,v_proj" : "c_attn";
-    if (!o->positions) o->positions = llama ? 2048 : 1024;
+    if (!o->targets) o->targets = llama ? "q_proj,v_proj" : bert ? "query,value" : "c_attn";
+    if (!o->positions) o->positions = llama ? 2048 : bert ? 512 : 1024;
     if (o->embd % o->heads) {
         fprintf(stderr, "lora_bench: --embd must be a multiple of --heads\n");
         return -1;
@@ -193,9 +198,16 @@ int main(int argc, char **argv) {
     signal(SIGXFSZ, SIG_IGN); /* past a file size limit writes fail with EFBIG and are reported, not a silent kill */
     opts o = {.r = 8, .json = "build/bench.json", .family = "gpt2"};
     if (parse(&o, argc, argv)) return 2;
-    int llama = !strcmp(o.family, "llama");
+    int llama = !strcmp(o.family, "llama"), bert = !strcmp(o.family, "bert-cls");
     char cfg[512], shape[160];
-    if (llama) {
+    if (bert) {
+        snprintf(cfg, sizeof cfg,
+                 "{\"model_type\": \"bert\", \"architectures\": [\"BertForSequenceClassification\"], "
+                 "\"num_hidden_layers\": %d, \"num_attention_heads\": %d, \"hidden_size\": %d, "
+                 "\"intermediate_size\": %d, \"max_position_embeddings\": %d, \"vocab_size\": %d}",
+                 o.layers, o.heads, o.embd, o.inter, o.positions, o.vocab);
+        snprintf(shape, sizeof shape, "bert-cls L%d C%d H%d F%d V%d", o.layers, o.embd, o.heads, o.inter, o.vocab);
+    } else if (llama) {
         snprintf(cfg, sizeof cfg,
                  "{\"model_type\": \"llama\", \"num_hidden_layers\": %d, \"num_attention_heads\": %d, "
                  "\"num_key_value_heads\": %d, \"hidden_size\": %d, \"intermediate_size\": %d, \"vocab_size\": %d, "
@@ -222,6 +234,7 @@ int main(int argc, char **argv) {
     snprintf(tl, sizeof tl, "%s", o.targets);
     for (char *tok = strtok(tl, ","); tok && sp.n_targets < LORA_MAX_TARGETS; tok = strtok(NULL, ","))
         snprintf(sp.targets[sp.n_targets++], LORA_NAME, "%s", tok);
+    if (m.save_modules) snprintf(sp.save[sp.n_save++], LORA_NAME, "%s", m.save_modules); /* peft's default */
     lora_adapter a;
     if (o.full ? model_full_adapter(&a, &m, &e) : model_adapter_create(&a, &sp, &m, 1, &e)) {
         fprintf(stderr, "lora_bench: %s\n", e.msg);
@@ -235,8 +248,12 @@ int main(int argc, char **argv) {
     if (o.full)
         snprintf(what, sizeof what, "full fine-tuning (every weight trainable)");
     else
-        snprintf(what, sizeof what, "LoRA r=%d on %s", o.r, o.targets);
-    if (llama)
+        snprintf(what, sizeof what, "LoRA r=%d on %s%s", o.r, o.targets, m.save_modules ? " + classifier" : "");
+    if (bert)
+        printf("lora_bench: BERT-base shape (sequence classification, 2 labels) L=%d C=%d H=%d F=%d V=%d, B=%d T=%d, "
+               "%s; %d threads, OpenBLAS %s\n",
+               o.layers, o.embd, o.heads, o.inter, o.vocab, B, T, what, omp_get_max_threads(), openblas_get_corename());
+    else if (llama)
         printf("lora_bench: LLaMA shape L=%d C=%d H=%d KV=%d F=%d V=%d, B=%d T=%d, %s; %d threads, OpenBLAS %s\n",
                o.layers, o.embd, o.heads, o.kv_heads, o.inter, o.vocab, B, T, what, omp_get_max_threads(),
                openblas_get_corename());
@@ -249,6 +266,11 @@ int main(int argc, char **argv) {
     int32_t *tok = malloc(sizeof(int32_t) * N);
     for (int i = 0; i < N; i++) tok[i] = (int32_t)((i * 2654435761u) % (unsigned)o.vocab);
     model_batch mb = {.tokens = tok, .labels = tok, .B = B, .T = T};
+    /* BERT: every other row padded over its last quarter (the work is the same: rows are computed, keys masked) */
+    int32_t *mask = malloc(sizeof(int32_t) * N), *labels = malloc(sizeof(int32_t) * B);
+    for (int i = 0; i < N; i++) mask[i] = !((i / T) % 2 && i % T >= T - T / 4);
+    for (int b = 0; b < B; b++) labels[b] = b % 2;
+    if (bert) mb.mask = mask, mb.labels = labels;
     float *grad = xalloc_aligned(a.n_params * 4), *mm = xalloc_aligned(a.n_params * 4),
           *vv = xalloc_aligned(a.n_params * 4);
     adamw_hparams hp = {0.9f, 0.999f, 1e-8f, 0.0f};
@@ -298,6 +320,8 @@ int main(int argc, char **argv) {
         free(mm);
         free(vv);
         free(tok);
+        free(mask);
+        free(labels);
         model_ws_free(&m, s);
         lora_free(&a);
         model_free(&m);
@@ -324,6 +348,8 @@ int main(int argc, char **argv) {
     free(mm);
     free(vv);
     free(tok);
+    free(mask);
+    free(labels);
     model_ws_free(&m, s);
     lora_free(&a);
     model_free(&m);

@@ -515,8 +515,13 @@ int lora_save_peft(const lora_adapter *a, const char *dir, const char *base_mode
     cJSON_AddItemToObject(j, "rank_pattern", cJSON_CreateObject());
     cJSON_AddItemToObject(j, "alpha_pattern", cJSON_CreateObject());
     cJSON_AddNullToObject(j, "revision");
+    int all_linear = 0;
+    for (int t = 0; !a->spec.target_regex && t < a->spec.n_targets; t++) all_linear |= !strcmp(a->spec.targets[t], "all-linear");
     if (a->spec.target_regex) {
         cJSON_AddStringToObject(j, "target_modules", a->spec.targets[0]);
+    } else if (all_linear) {
+        /* peft expands only the string "all-linear"; in a list it is a module name that matches nothing */
+        cJSON_AddStringToObject(j, "target_modules", "all-linear");
     } else {
         cJSON *tl = cJSON_AddArrayToObject(j, "target_modules");
         for (int t = 0; t < a->spec.n_targets; t++) cJSON_AddItemToArray(tl, cJSON_CreateString(a->spec.targets[t]));

@@ -20,6 +20,7 @@ int model_merge(model *out, const model *base, const lora_adapter *a, struct ler
     out->fan_in_fan_out = base->fan_in_fan_out;
     out->vocab = base->vocab, out->max_positions = base->max_positions, out->n_labels = base->n_labels;
     out->eos_id = base->eos_id, out->bos_id = base->bos_id;
+    out->n_types = base->n_types;
     out->n_params = base->n_params;
     out->save_modules = base->save_modules;
     snprintf(out->dir, sizeof out->dir, "%s (merged)", base->dir);

@@ -29,10 +29,11 @@
 #include "util.h"
 
 extern const model_family gpt2_family;
-extern const model_family llama_family, mistral_family, qwen2_family;
+extern const model_family llama_family, mistral_family, qwen2_family, bert_family;
 
 /* The registry: one row per family. */
-static const model_family *const families[] = {&gpt2_family, &llama_family, &mistral_family, &qwen2_family};
+static const model_family *const families[] = {&gpt2_family, &llama_family, &mistral_family, &qwen2_family,
+                                               &bert_family};
 #define N_FAMILIES (sizeof families / sizeof families[0])
 
 const model_family *model_family_find(const char *type) {
@@ -445,6 +446,7 @@ int model_adapter_create(lora_adapter *a, const lora_spec *spec, const model *m,
             }
             hits++;
         }
+        if (!hits && !strict) continue; /* peft skips names that match nothing (SEQ_CLS's default "score") */
         if (!hits) {
             char name[LORA_NAME];
             snprintf(name, sizeof name, "%s", spec->save[k]);

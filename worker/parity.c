@@ -89,6 +89,7 @@ static double run_batch(const model *m, const lora_adapter *a, model_ws *s, cons
                         float *grad, struct lerr *e, int *err) {
     char key[64];
     int32_t *ids = NULL, *mask = NULL, *types = NULL, *labels = NULL;
+    float *values = NULL; /* float labels: a regression head's targets */
     double loss = 0;
     snprintf(key, sizeof key, "step%d.input_ids", k);
     if (!(ids = ref_ints(train, key, 2, B, T, e))) goto fail;
@@ -97,11 +98,31 @@ static double run_batch(const model *m, const lora_adapter *a, model_ws *s, cons
     snprintf(key, sizeof key, "step%d.token_type_ids", k);
     if (st_find(train, key) && !(types = ref_ints(train, key, 2, B, T, e))) goto fail;
     snprintf(key, sizeof key, "step%d.labels", k);
-    if (st_find(train, key) && !(labels = ref_ints(train, key, m->task == TASK_SEQ_CLS ? 1 : 2, B, T, e))) goto fail;
+    const st_tensor *lt = st_find(train, key);
+    int float_labels = lt && (lt->dtype == ST_F32 || lt->dtype == ST_F16 || lt->dtype == ST_BF16 || lt->dtype == ST_F64);
+    if (float_labels) {
+        if (m->task != TASK_SEQ_CLS || m->n_labels != 1) {
+            lerr_set(e, "%s: %s holds floats, but the model is not a regression head (one label)", st_path(train), key);
+            goto fail;
+        }
+        if (lt->ndim != 1 || lt->shape[0] != B) {
+            lerr_set(e, "%s: tensor '%s' must have shape (%d)", st_path(train), key, B);
+            goto fail;
+        }
+        if (!(values = ref_f32(train, key, B, e))) goto fail;
+    } else if (lt && !(labels = ref_ints(train, key, m->task == TASK_SEQ_CLS ? 1 : 2, B, T, e))) {
+        goto fail;
+    }
     for (int i = 0; i < B * T; i++)
         if (ids[i] < 0 || ids[i] >= m->vocab) {
             lerr_set(e, "%s: step%d.input_ids holds token %d outside the vocabulary (%d)", st_path(train), k, ids[i],
                      m->vocab);
+            goto fail;
+        }
+    for (int i = 0; types && i < B * T; i++)
+        if (types[i] < 0 || types[i] >= (m->n_types ? m->n_types : 1)) {
+            lerr_set(e, "%s: step%d.token_type_ids holds %d, outside the model's %d token types", st_path(train), k,
+                     types[i], m->n_types ? m->n_types : 1);
             goto fail;
         }
     int nl = m->task == TASK_SEQ_CLS ? B : B * T;
@@ -111,7 +132,7 @@ static double run_batch(const model *m, const lora_adapter *a, model_ws *s, cons
                      m->n_labels);
             goto fail;
         }
-    model_batch mb = {.tokens = ids, .mask = mask, .type_ids = types, .B = B, .T = T,
+    model_batch mb = {.tokens = ids, .mask = mask, .type_ids = types, .label_values = values, .B = B, .T = T,
                       .labels = labels ? labels : m->task == TASK_CAUSAL_LM ? ids : NULL};
     int64_t n = 0;
     double sum = model_forward(m, a, s, &mb, 0, 0, &n);
@@ -129,6 +150,7 @@ done:
     free(mask);
     free(types);
     free(labels);
+    free(values);
     return loss;
 }
 

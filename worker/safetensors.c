@@ -782,9 +782,12 @@ int st_read_ints(const st_file *f, const char *key, int ndim, int64_t d0, int64_
     *out = NULL;
     const st_tensor *t = st_find(f, key);
     if (!t) return 0;
-    if (t->ndim != ndim || t->shape[0] != d0 || (ndim == 2 && t->shape[1] != d1))
-        return lerr_set(e, "%s: tensor '%s' must have shape (%lld%s%lld)", st_path(f), key, (long long)d0,
-                        ndim == 2 ? ", " : "", ndim == 2 ? (long long)d1 : 0LL);
+    if (t->ndim != ndim || t->shape[0] != d0 || (ndim == 2 && t->shape[1] != d1)) {
+        if (ndim == 2)
+            return lerr_set(e, "%s: tensor '%s' must have shape (%lld, %lld)", st_path(f), key, (long long)d0,
+                            (long long)d1);
+        return lerr_set(e, "%s: tensor '%s' must have shape (%lld)", st_path(f), key, (long long)d0);
+    }
     int32_t *v = malloc(sizeof(int32_t) * (size_t)(d0 * (ndim == 2 ? d1 : 1)) + 1);
     if (!v) return lerr_set(e, "%s: out of memory for '%s'", st_path(f), key);
     if (st_to_i32(v, t, e)) {

@@ -5,13 +5,18 @@ adapter that lora-ps must load. Every subcommand exits 1 when a comparison
 fails, printing what differed, and 0 when all passed.
 
   hf_check.py batch MODEL_DIR SEED B T OUT.safetensors
-        a random batch (input_ids, labels) for the model's vocabulary
+        a random batch (input_ids, labels) for the model's vocabulary; for a BERT
+        classifier also attention_mask (right padding, pad_token_id there),
+        token_type_ids and labels of its head ((B) class ids, (B) floats for
+        regression, (B, T) with -100 at padding for token classification)
   hf_check.py peft-load BASE_DIR ADAPTER_DIR BATCH OURS.safetensors [--tol 1e-4]
         PeftModel.from_pretrained loads our adapter with no missing or unexpected
         keys and no warnings about them; its logits and loss equal ours
   hf_check.py hf-load MODEL_DIR BATCH OURS.safetensors [--tol 1e-4]
-        AutoModelForCausalLM.from_pretrained loads our merged model with no
-        missing or unexpected keys; its logits and loss equal ours
+        AutoModelForCausalLM (AutoModelForSequenceClassification /
+        AutoModelForTokenClassification, as config.json's architectures say)
+        .from_pretrained loads our merged model with no missing or unexpected
+        keys; its logits and loss equal ours
   hf_check.py peft-train BASE_DIR OUT_ADAPTER BATCH OUT_REF.safetensors SEED [--targets a,b,...]
         peft trains an adapter (5 AdamW steps on random batches), save_pretrained;
         writes peft's logits and loss on BATCH (targets: c_attn,c_fc, GPT-2's, unless given;
@@ -19,6 +24,9 @@ fails, printing what differed, and 0 when all passed.
   hf_check.py peft-init BASE_DIR OUT_ADAPTER MODULES_TO_SAVE
         get_peft_model with tests/ps-tiny.ini's LoRA (r 4, alpha 8, c_attn and
         c_proj) and modules_to_save (comma-separated), save_pretrained untrained
+  hf_check.py bert-base OUT_DIR HEAD NUM_LABELS SEED
+        a small random BertFor{HEAD}Classification (HEAD: Sequence, Token),
+        biases and norm weights perturbed, save_pretrained
   hf_check.py random-model FAMILY SEED OUT_DIR [--dtype float32|bfloat16|float16] [--shard SIZE]
         a small random LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM (FAMILY llama,
         mistral, qwen2: GQA, qwen2 tied with q/k/v biases, mistral with a sliding window of 64),
@@ -84,9 +92,53 @@ def load_st(path):
 
 
 def forward(model, batch):
+    """Logits and loss on a batch: input_ids and labels, and attention_mask / token_type_ids when it has them."""
+    extra = {k: batch[k] for k in ("attention_mask", "token_type_ids") if k in batch}
     with torch.no_grad():
-        out = model(input_ids=batch["input_ids"], labels=batch["labels"])
+        out = model(input_ids=batch["input_ids"], labels=batch["labels"], **extra)
     return out.logits.float(), out.loss.float()
+
+
+def read_config(model_dir):
+    with open(f"{model_dir}/config.json") as f:
+        return json.load(f)
+
+
+def auto_class(model_dir):
+    """The Auto class for config.json's architectures: a BERT classifier's head, else a causal LM."""
+    import transformers
+    arch = (read_config(model_dir).get("architectures") or [""])[0]
+    for head in ("SequenceClassification", "TokenClassification"):
+        if arch.endswith("For" + head):
+            return getattr(transformers, "AutoModelFor" + head), "SEQ_CLS" if head[0] == "S" else "TOKEN_CLS"
+    return transformers.AutoModelForCausalLM, "CAUSAL_LM"
+
+
+def num_labels(cfg):
+    return len(cfg["id2label"]) if cfg.get("id2label") else cfg.get("num_labels", 2)
+
+
+def classifier_batch(cfg, task, g, B, T):
+    """A padded batch for a BERT classifier: every row has 2..T real tokens (right padding with pad_token_id),
+    token types, the head's labels."""
+    V, K, pad = cfg["vocab_size"], num_labels(cfg), cfg.get("pad_token_id") or 0
+    lens = torch.randint(2, T + 1, (B,), generator=g) if T >= 2 else torch.ones(B, dtype=torch.long)
+    lens[0] = T
+    mask = (torch.arange(T)[None, :] < lens[:, None]).to(torch.int64)
+    ids = torch.randint(0, V, (B, T), generator=g)
+    ids[mask == 0] = pad
+    types = torch.randint(0, cfg.get("type_vocab_size", 2), (B, T), generator=g)
+    types[mask == 0] = 0
+    if task == "TOKEN_CLS":
+        labels = torch.randint(0, K, (B, T), generator=g)
+        labels[mask == 0] = -100
+        labels[torch.rand(B, T, generator=g) < 0.2] = -100
+        labels[0, 0] = 0
+    elif K == 1:
+        labels = torch.randn(B, generator=g)
+    else:
+        labels = torch.randint(0, K, (B,), generator=g)
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "labels": labels}
 
 
 class Captured:
@@ -128,19 +180,28 @@ def compare_outputs(rp, name, logits, loss, ours, tol):
 
 def cmd_batch(model_dir, seed, B, T, out):
     from safetensors.torch import save_file
-    with open(f"{model_dir}/config.json") as f:
-        V = json.load(f)["vocab_size"]
+    cfg = read_config(model_dir)
+    V = cfg["vocab_size"]
     g = torch.Generator().manual_seed(int(seed))
+    _, task = auto_class(model_dir)
+    if task != "CAUSAL_LM":
+        save_file({k: v.contiguous() for k, v in classifier_batch(cfg, task, g, int(B), int(T)).items()}, out)
+        return 0
     ids = torch.randint(0, V, (int(B), int(T)), generator=g)
     save_file({"input_ids": ids, "labels": ids.clone()}, out)
     return 0
 
 
+def peft_key(name):
+    """A PeftModel parameter name as peft saves it: no adapter name, and a modules_to_save copy
+    (classifier.modules_to_save.default.weight) under the module's own name (classifier.weight)."""
+    return name.replace(".modules_to_save.default.", ".").replace(".default", "")
+
+
 def cmd_peft_load(base, adapter, batch, ours, tol):
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
     rp = Report("peft loads our adapter")
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    model = auto_class(base)[0].from_pretrained(base, dtype=torch.float32)
     with Captured() as cap:
         pm = PeftModel.from_pretrained(model, adapter)
     msgs = cap.messages()
@@ -171,10 +232,10 @@ def cmd_peft_load(base, adapter, batch, ours, tol):
 
 
 def cmd_hf_load(model_dir, batch, ours, tol):
-    from transformers import AutoModelForCausalLM
     rp = Report("transformers loads our merged model")
+    auto, _ = auto_class(model_dir)
     with Captured() as cap:
-        model, info = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, output_loading_info=True)
+        model, info = auto.from_pretrained(model_dir, dtype=torch.float32, output_loading_info=True)
     problems = {k: v for k, v in info.items() if v and k != "error_msgs" or (k == "error_msgs" and v)}
     rp.check("from_pretrained: no missing, unexpected or mismatched keys", not problems, json.dumps(
         {k: sorted(map(str, v))[:5] for k, v in problems.items()}))
@@ -237,10 +298,40 @@ def cmd_peft_eval(base, adapter, tokens, T, n_windows):
     return 0
 
 
+def peft_train_classifier(base, out_adapter, batch, out_ref, seed, auto, task):
+    """peft-train for a BERT classifier: LoRA on query, value and intermediate.dense, the classifier in
+    modules_to_save (peft's default for the task), 5 AdamW steps on random padded batches of the head's kind."""
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import save_file
+    torch.manual_seed(int(seed))
+    g = torch.Generator().manual_seed(int(seed))
+    model = auto.from_pretrained(base, dtype=torch.float32)
+    cfg = read_config(base)
+    lcfg = LoraConfig(r=4, lora_alpha=10, target_modules=["query", "value", "intermediate.dense"], lora_dropout=0.0,
+                      task_type=task)
+    pm = get_peft_model(model, lcfg)
+    opt = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.01)
+    T = min(12, cfg["max_position_embeddings"])
+    for _ in range(5):
+        b = classifier_batch(cfg, task, g, 3, T)
+        loss = pm(**b).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    pm.save_pretrained(out_adapter)
+    pm.eval()
+    logits, loss = forward(pm, load_st(batch))
+    save_file({"logits": logits.contiguous(), "loss": loss.reshape(1).contiguous()}, out_ref)
+    return 0
+
+
 def cmd_peft_train(base, out_adapter, batch, out_ref, seed, targets=None):
     from peft import LoraConfig, get_peft_model
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM
+    auto, task = auto_class(base)
+    if task != "CAUSAL_LM":
+        return peft_train_classifier(base, out_adapter, batch, out_ref, seed, auto, task)
     torch.manual_seed(int(seed))
     g = torch.Generator().manual_seed(int(seed))
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
@@ -318,6 +409,24 @@ def cmd_random_model(family, seed, out, dtype="float32", shard=None):
     model.save_pretrained(out, **kw)
     files = sorted(os.listdir(out))
     print(f"random {family} ({dtype}{', sharded ' + shard if shard else ''}) in {out}: {', '.join(files)}")
+    return 0
+
+
+def cmd_bert_base(out, head, n_labels, seed):
+    from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification
+    torch.manual_seed(int(seed))
+    g = torch.Generator().manual_seed(int(seed))
+    cls = {"Sequence": BertForSequenceClassification, "Token": BertForTokenClassification}[head]
+    config = BertConfig(num_hidden_layers=2, num_attention_heads=4, hidden_size=32, intermediate_size=48,
+                        vocab_size=99, max_position_embeddings=24, type_vocab_size=2, pad_token_id=3,
+                        num_labels=int(n_labels), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                        initializer_range=0.1)
+    model = cls(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1:  # biases away from 0, norm weights away from 1: a loader that skips them is caught
+                p.add_(0.1 * torch.randn(p.shape, generator=g))
+    model.save_pretrained(out)
     return 0
 
 
@@ -495,6 +604,7 @@ def main(argv):
         "compare": (2, lambda a: cmd_compare(*a, tol)),
         "generate": (4, lambda a: cmd_generate(*a)),
         "h5-checkpoint": (2, lambda a: cmd_h5(*a)),
+        "bert-base": (4, lambda a: cmd_bert_base(*a)),
     }
     if cmd not in table or len(rest) != table[cmd][0]:
         sys.stderr.write(__doc__)
