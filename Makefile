@@ -37,7 +37,7 @@ CPPFLAGS += -Iinclude -I$(BUILD)/proto -I/usr/include/hdf5/serial -I/usr/include
 CFLAGS   += -std=c11 $(OPT) $(ARCH) -g -fopenmp -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter -Wno-format-truncation \
             $(WERROR) -MMD -MP $(SANFLAGS)
 LDFLAGS  += -fopenmp $(SANFLAGS) -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -L/usr/lib/x86_64-linux-gnu/hdf5/serial
-LDLIBS   += -lopenblas -lhdf5 -lprotobuf-c -lcjson -linih -lm
+LDLIBS   += -lopenblas -lhdf5 -lprotobuf-c -lcjson -linih -lpcre2-8 -lutf8proc -lm
 
 # Library: every module of worker/ and coordinator/ (MPI-free ones and MPI glue alike).
 LIB_SRC  := $(wildcard worker/*.c coordinator/*.c)
