@@ -24,7 +24,8 @@ rm -f "$B/not-run.txt"
 REF_CHECKS=("random-shape parity vs HF + peft (gpt2, $PARITY_N configurations)"
     "HF round trips (peft and transformers load ours, we load peft's; h5py reads a checkpoint)"
     "BERT kernels vs HF's own modules (test_kernels_bert with LORA_KERNELS_BERT_REF)"
-    "LLaMA kernels vs HF's own functions (test_kernels_llama with LORA_KERNELS_LLAMA_REF)")
+    "LLaMA kernels vs HF's own functions (test_kernels_llama with LORA_KERNELS_LLAMA_REF)"
+    "tokenizers vs HF tokenizers (lora tokenize, every kind, exact ids)")
 ref_ok=0
 if [ "${CI:-}" != "true" ] && [ "${LORA_NO_REF:-}" = 1 ]; then
     not_run+=("${REF_CHECKS[@]}")
@@ -62,6 +63,7 @@ if [ $ref_ok = 1 ]; then
     run "${REF_CHECKS[1]}" tests/ref_roundtrip.sh "$B"
     run "${REF_CHECKS[2]}" tests/ref_kernels_bert.sh "$B"
     run "${REF_CHECKS[3]}" tests/ref_kernels_llama.sh "$B"
+    run "${REF_CHECKS[4]}" tests/ref_tokenizer.sh "$B"
 fi
 run "bad inputs" tests/bad_inputs.sh "$B"
 run "parameter server: equivalence (N = 1, 2, 4, 64; S = 1, 2)" tests/ps_equivalence.sh "$B"

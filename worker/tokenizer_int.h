@@ -116,8 +116,9 @@ int tkz_u8enc(uint32_t cp, char *out); /* returns the byte count (1..4) */
  * define them (HF's sources), from utf8proc's tables. */
 int tkz_is_whitespace(uint32_t cp); /* White_Space (char::is_whitespace) */
 int tkz_is_punct(uint32_t cp);      /* ASCII punctuation or P* (BERT's and Punctuation's) */
-int tkz_is_other(uint32_t cp);      /* C*: Cc Cf Cn Co Cs */
-int tkz_is_mn(uint32_t cp);         /* Mn */
+int tkz_is_other(uint32_t cp);      /* Cc Cf Co Cs (not Cn: see tokenizer_util.c) */
+int tkz_is_mn(uint32_t cp);         /* Mn (BertNormalizer) */
+int tkz_is_mark(uint32_t cp);       /* Mn Mc Me (StripAccents) */
 int tkz_is_numeric(uint32_t cp);    /* Nd Nl No (char::is_numeric) */
 /* Appends the lowercase of cp (char::to_lowercase: the simple mapping, and
  * SpecialCasing's one unconditional multi-character lowercase, U+0130). */

@@ -124,7 +124,7 @@ static int normalize(const tkz_norm *z, const char *s, size_t n, tkz_buf *out, t
         for (size_t i = 0; i < n;) {
             int l;
             uint32_t c = tkz_u8dec(s + i, &l);
-            if (!tkz_is_mn(c) && tkz_buf_put(out, s + i, (size_t)l)) return -1;
+            if (!tkz_is_mark(c) && tkz_buf_put(out, s + i, (size_t)l)) return -1;
             i += (size_t)l;
         }
         return 0;

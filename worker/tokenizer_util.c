@@ -317,13 +317,23 @@ int tkz_is_punct(uint32_t cp) {
     return c >= UTF8PROC_CATEGORY_PC && c <= UTF8PROC_CATEGORY_PO;
 }
 
+/* unicode_categories' is_other: Cc Cf Co Cs; its Cn test is never true for
+ * unassigned code points (HF keeps them), so Cn is left out. */
 int tkz_is_other(uint32_t cp) {
     utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
-    return c == UTF8PROC_CATEGORY_CN || c == UTF8PROC_CATEGORY_CC || c == UTF8PROC_CATEGORY_CF ||
-           c == UTF8PROC_CATEGORY_CS || c == UTF8PROC_CATEGORY_CO;
+    return c == UTF8PROC_CATEGORY_CC || c == UTF8PROC_CATEGORY_CF || c == UTF8PROC_CATEGORY_CS ||
+           c == UTF8PROC_CATEGORY_CO;
 }
 
+/* BertNormalizer's strip_accents: unicode_categories' is_mark_nonspacing (Mn). */
 int tkz_is_mn(uint32_t cp) { return cp >= 0x300 && utf8proc_category((utf8proc_int32_t)cp) == UTF8PROC_CATEGORY_MN; }
+
+/* StripAccents: unicode-normalization's is_combining_mark (Mn, Mc, Me). */
+int tkz_is_mark(uint32_t cp) {
+    if (cp < 0x300) return 0;
+    utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
+    return c == UTF8PROC_CATEGORY_MN || c == UTF8PROC_CATEGORY_MC || c == UTF8PROC_CATEGORY_ME;
+}
 
 int tkz_is_numeric(uint32_t cp) {
     if (cp < 0x80) return cp >= '0' && cp <= '9';
