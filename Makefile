@@ -130,6 +130,7 @@ valgrind:
 bench: all
 	$(BUILD)/bin/lora_bench --json $(BUILD)/bench.json $(BENCH_ARGS)
 	scripts/bench_ps.sh $(BUILD) $(BUILD)/bench.json
+	scripts/bench_tokenizers.sh $(BUILD)
 	@echo "bench JSON: $(BUILD)/bench.json"
 
 # cluster/lora.sbatch on a real single-node Slurm from Debian's packages (root;

@@ -84,12 +84,21 @@ void tkz_bpe_finish(tkz_model *m) {
         m->fb_id[b] = tkz_smap_get(&m->vocab, s, 6);
         int l = tkz_u8enc(tkz_byte_cp((uint8_t)b), s);
         m->bl_id[b] = tkz_smap_get(&m->vocab, s, (size_t)l);
+        if (b < 128) {
+            s[0] = (char)b;
+            m->ascii_id[b] = tkz_smap_get(&m->vocab, s, 1);
+        }
     }
 }
 
+/* A queued merge: the pair it was queued for is kept, so a stale entry is
+ * recognized without a lookup (the same pair means the same rank and new id;
+ * HF looks the pair up again, which accepts exactly the same entries: a
+ * symbol only grows to its right, so another pair cannot make the same
+ * token). */
 typedef struct {
     uint32_t rank, pos;
-    int32_t id;
+    int32_t id, left, right;
 } merge_ent;
 
 typedef struct {
@@ -143,15 +152,14 @@ static int merge_all(tkz_model *m, sym *s, size_t n, merge_ent *h, tkz_ivec *out
     if (mp->cap)
         for (size_t i = 0; i + 1 < n; i++) {
             const tkz_pent *p = tkz_pmap_get(mp, (uint32_t)s[i].c, (uint32_t)s[i + 1].c);
-            if (p) heap_push(h, &hn, (merge_ent){p->rank, (uint32_t)i, p->id});
+            if (p) heap_push(h, &hn, (merge_ent){p->rank, (uint32_t)i, p->id, s[i].c, s[i + 1].c});
         }
     while (hn) {
         merge_ent top = heap_pop(h, &hn);
         sym *a = &s[top.pos];
-        if (a->len == 0 || a->next == -1) continue;
+        if (a->len == 0 || a->next == -1 || a->c != top.left || s[a->next].c != top.right) continue;
         sym *b = &s[a->next];
-        const tkz_pent *p = tkz_pmap_get(mp, (uint32_t)a->c, (uint32_t)b->c);
-        if (!p || p->id != top.id) continue;
+        const tkz_pent *p;
         a->c = top.id;
         a->len += b->len;
         a->next = b->next;
@@ -159,11 +167,11 @@ static int merge_all(tkz_model *m, sym *s, size_t n, merge_ent *h, tkz_ivec *out
         if (a->next != -1) s[a->next].prev = (int32_t)top.pos;
         if (a->prev >= 0) {
             p = tkz_pmap_get(mp, (uint32_t)s[a->prev].c, (uint32_t)a->c);
-            if (p) heap_push(h, &hn, (merge_ent){p->rank, (uint32_t)a->prev, p->id});
+            if (p) heap_push(h, &hn, (merge_ent){p->rank, (uint32_t)a->prev, p->id, s[a->prev].c, a->c});
         }
         if (a->next != -1) {
             p = tkz_pmap_get(mp, (uint32_t)a->c, (uint32_t)s[a->next].c);
-            if (p) heap_push(h, &hn, (merge_ent){p->rank, top.pos, p->id});
+            if (p) heap_push(h, &hn, (merge_ent){p->rank, top.pos, p->id, a->c, s[a->next].c});
         }
     }
     if (tkz_ivec_reserve(out, n)) return -1;
@@ -199,7 +207,7 @@ static int bpe_chars(tkz_model *m, const char *w, size_t n, tkz_ivec *out, struc
             t = m->tmp.p;
             tn = m->tmp.n;
         }
-        int32_t id = tkz_smap_get(&m->vocab, t, tn);
+        int32_t id = tn == 1 && (unsigned char)t[0] < 0x80 ? m->ascii_id[(unsigned char)t[0]] : tkz_smap_get(&m->vocab, t, tn);
         if (id >= 0) {
             if (unk >= 0) {
                 sym_add(s, &ns, unk, unk_len);

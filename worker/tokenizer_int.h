@@ -77,10 +77,17 @@ typedef struct {
 } tkz_pmap;
 int tkz_pmap_init(tkz_pmap *m, size_t expect);
 int tkz_pmap_put(tkz_pmap *m, uint32_t a, uint32_t b, uint32_t rank, int32_t id);
+/* The slot of a pair: every bit of both ids reaches the low bits (a plain
+ * multiply would leave them to b alone and cluster the probes). */
+static inline size_t tkz_pmap_slot(uint64_t key, size_t mask) {
+    key ^= key >> 31;
+    key *= 0x9E3779B97F4A7C15ull;
+    key ^= key >> 29;
+    return (size_t)key & mask;
+}
 static inline const tkz_pent *tkz_pmap_get(const tkz_pmap *m, uint32_t a, uint32_t b) {
     uint64_t key = (uint64_t)a << 32 | b;
-    uint64_t h = key * 0x9E3779B97F4A7C15ull;
-    size_t mask = m->cap - 1, i = (size_t)(h >> 20) & mask;
+    size_t mask = m->cap - 1, i = tkz_pmap_slot(key, mask);
     for (;;) {
         const tkz_pent *p = &m->e[i];
         if (p->key == key) return p;
@@ -241,6 +248,7 @@ typedef struct {
     int byte_fallback, fuse_unk, ignore_merges;
     int32_t fb_id[256]; /* <0xNN> ids, -1 where absent */
     int32_t bl_id[256]; /* id of the byte-level character of each byte, -1 where absent */
+    int32_t ascii_id[128]; /* id of each ASCII character as a token, -1 where absent */
     /* WordPiece */
     int max_chars;
     /* scratch of one word's merge (symbols and heap) */

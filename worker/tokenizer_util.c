@@ -221,8 +221,7 @@ int tkz_pmap_init(tkz_pmap *m, size_t expect) {
 }
 
 static void pmap_insert(tkz_pent *e, size_t cap, tkz_pent x) {
-    uint64_t h = x.key * 0x9E3779B97F4A7C15ull;
-    size_t i = (size_t)(h >> 20) & (cap - 1);
+    size_t i = tkz_pmap_slot(x.key, cap - 1);
     while (e[i].key != UINT64_MAX && e[i].key != x.key) i = (i + 1) & (cap - 1);
     e[i] = x;
 }

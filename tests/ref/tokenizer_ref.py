@@ -299,6 +299,7 @@ def main():
     ap.add_argument("--real", action="append", default=[], help="NAME=DIR of an existing tokenizer folder")
     ap.add_argument("--legacy", action="append", default=[], help="NAME=DIR of a folder transformers loads")
     ap.add_argument("--only", default="", help="comma-separated kinds to build (default: all)")
+    ap.add_argument("--save-only", action="store_true", help="train and save the tokenizers, no references (for the bench)")
     ap.add_argument("--lora", default=os.path.join(ROOT, "build", "bin", "lora"), help="for the per-character probes")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
@@ -329,6 +330,8 @@ def main():
             for f in os.listdir(src):
                 if os.path.isfile(os.path.join(src, f)) and not f.endswith((".safetensors", ".bin", ".onnx", ".model")):
                     shutil.copy(os.path.join(src, f), d)
+        if a.save_only:
+            continue
         seed = a.seed + 1000 * k
         rng = random.Random(seed)
         excl = excluded_chars(tok, d, a.lora)
