@@ -17,6 +17,8 @@ int tkz_buf_reserve(tkz_buf *b, size_t extra) {
     while (cap < b->n + extra + 1) cap *= 2;
     char *p = realloc(b->p, cap);
     if (!p) return -1;
+    /* PCRE2's JIT may read a few bytes past the end of a subject: keep them defined */
+    memset(p + b->cap, 0, cap - b->cap);
     b->p = p;
     b->cap = cap;
     return 0;
