@@ -22,8 +22,9 @@
  *    ByteLevel, Sequence;
  *  decoders: ByteLevel, WordPiece, Metaspace, BPEDecoder, ByteFallback, Fuse,
  *    Strip, Replace, CTC, Sequence;
- *  truncation (LongestFirst, OnlyFirst, OnlySecond; left/right) and padding
- *    (Fixed, BatchLongest, pad_to_multiple_of; left/right) as the file sets them.
+ *  truncation (LongestFirst, OnlyFirst, OnlySecond; left/right; the overflowing
+ *    pieces a stride makes are not returned) and padding (Fixed, BatchLongest,
+ *    pad_to_multiple_of; left/right) as the file sets them.
  *
  * Unicode properties, normalization forms and case mapping come from utf8proc;
  * the split regexes run in PCRE2 (UTF + UCP, JIT), after translating the few

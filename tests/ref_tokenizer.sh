@@ -16,7 +16,7 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 PY=${LORA_REF_PY:?set LORA_REF_PY to the reference python (tests/ref/setup.sh prints it)}
-export TOKENIZERS_PARALLELISM=false RAYON_NUM_THREADS=1 TRANSFORMERS_VERBOSITY=error HF_HUB_OFFLINE=1
+export TRANSFORMERS_VERBOSITY=error HF_HUB_OFFLINE=1
 REF=$TMPD/tok
 args=(--random "${LORA_TOK_RANDOM:-3000}")
 [ -n "${LORA_TOK_SEED:-}" ] && args+=(--seed "$LORA_TOK_SEED")

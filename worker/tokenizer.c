@@ -604,8 +604,6 @@ void tkz_free(tkz *t) {
     free(t->m_norm.idx);
     tkz_re_free(&t->word);
     tkz_buf_free(&t->nbuf);
-    tkz_buf_free(&t->mbuf);
-    tkz_buf_free(&t->tokbuf);
     tkz_pt_scratch_free(&t->pts);
     free(t->seq[0].v);
     free(t->seq[1].v);

@@ -379,7 +379,7 @@ struct tkz {
     tkz_re word; /* [TKZ_WORD_CLASS]: single_word */
     int lazy_bytes; /* the last pre-tokenizer step is a lazy ByteLevel: words are raw bytes */
     /* scratch */
-    tkz_buf nbuf, mbuf, tokbuf;
+    tkz_buf nbuf; /* the normalized piece */
     tkz_pt_scratch pts;
     tkz_ivec seq[2];
     tkz_cache cache;
