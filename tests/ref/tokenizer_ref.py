@@ -211,7 +211,8 @@ def wordpiece_kinds(text):
 
 def sentencepiece_kinds(text):
     """LLaMA-2 (Prepend + Replace normalizer, no pre-tokenizer) and Mistral-style
-    Metaspace layouts (prepend_scheme first and always) of a BPE with byte fallback."""
+    Metaspace layouts (prepend_scheme first and always) of a BPE with byte fallback
+    and fuse_unk (the "always" one lacks some byte tokens, so unknowns fuse)."""
     t = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
     t.pre_tokenizer = pre_tokenizers.Metaspace()
     byte_toks = ["<0x%02X>" % b for b in range(256)]
@@ -238,6 +239,9 @@ def sentencepiece_kinds(text):
     out["llama2"] = Tokenizer.from_str(json.dumps(d))
     for scheme, split in [("first", False), ("always", True)]:
         d = json.loads(json.dumps(base))
+        if scheme == "always":  # no byte tokens for 3-byte leads: CJK and others fall to <unk>, fused
+            for b in range(0xE0, 0xF0):
+                del d["model"]["vocab"]["<0x%02X>" % b]
         d["normalizer"] = None
         d["pre_tokenizer"] = {"type": "Metaspace", "replacement": "▁", "prepend_scheme": scheme, "split": split}
         d["post_processor"] = tmpl
