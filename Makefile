@@ -37,7 +37,7 @@ CPPFLAGS += -Iinclude -I$(BUILD)/proto -I/usr/include/hdf5/serial -I/usr/include
 CFLAGS   += -std=c11 $(OPT) $(ARCH) -g -fopenmp -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter -Wno-format-truncation \
             $(WERROR) -MMD -MP $(SANFLAGS)
 LDFLAGS  += -fopenmp $(SANFLAGS) -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -L/usr/lib/x86_64-linux-gnu/hdf5/serial
-LDLIBS   += -lopenblas -lhdf5 -lprotobuf-c -lcjson -linih -lpcre2-8 -lm
+LDLIBS   += -lopenblas -lhdf5 -lprotobuf-c -lcjson -linih -lpcre2-8 -lutf8proc -lm
 
 # Library: every module of worker/ and coordinator/ (MPI-free ones and MPI glue alike).
 LIB_SRC  := $(wildcard worker/*.c coordinator/*.c)
@@ -134,6 +134,7 @@ bench: all
 	scripts/bench_ps.sh $(BUILD) $(BUILD)/bench.json
 	$(BUILD)/bin/lora_bench --family llama --json $(BUILD)/bench.json --json-key llama_1b $(BENCH_LLAMA_ARGS)
 	$(BUILD)/bin/lora_bench --family bert-cls --json $(BUILD)/bench.json --json-key bert-cls $(BENCH_BERT_ARGS)
+	scripts/bench_tokenizers.sh $(BUILD)
 	@echo "bench JSON: $(BUILD)/bench.json"
 
 # cluster/lora.sbatch on a real single-node Slurm from Debian's packages (root;

@@ -4,7 +4,7 @@
 # As root it runs apt-get; otherwise it prints the exact command to run and fails.
 set -eu
 PKGS="build-essential pkg-config libopenblas-openmp-dev libopenmpi-dev openmpi-bin libprotobuf-c-dev \
-protobuf-c-compiler libhdf5-dev hdf5-tools libcjson-dev libinih-dev libpcre2-dev valgrind gnuplot-nox"
+protobuf-c-compiler libhdf5-dev hdf5-tools libcjson-dev libinih-dev libpcre2-dev libutf8proc-dev valgrind gnuplot-nox"
 [ -n "${LORA_EXTRA_PKGS:-}" ] && PKGS="$PKGS $LORA_EXTRA_PKGS"
 missing=""
 for p in $PKGS; do

@@ -32,7 +32,8 @@ REF_CHECKS=("random-shape parity vs HF + peft (gpt2, $PARITY_N configurations)"
     "HF round trips of the LLaMA family (llama, qwen2 BF16, mistral sharded; lora_worker checkpoint; peft's adapters)"
     "random-shape parity vs HF + peft (bert-cls, $PARITY_N configurations)"
     "random-shape parity vs HF + peft (bert-ner, $PARITY_N configurations)"
-    "BERT round trips (peft loads our adapters, transformers our merged models, we load peft's)")
+    "BERT round trips (peft loads our adapters, transformers our merged models, we load peft's)"
+    "tokenizers vs HF tokenizers (lora tokenize, every kind, exact ids)")
 ref_ok=0
 if [ "${CI:-}" != "true" ] && [ "${LORA_NO_REF:-}" = 1 ]; then
     not_run+=("${REF_CHECKS[@]}")
@@ -80,6 +81,7 @@ if [ $ref_ok = 1 ]; then
     run "${REF_CHECKS[9]}" tests/ref_parity.sh "$B" bert-cls "$PARITY_N"
     run "${REF_CHECKS[10]}" tests/ref_parity.sh "$B" bert-ner "$PARITY_N"
     run "${REF_CHECKS[11]}" tests/ref_roundtrip_bert.sh "$B"
+    run "${REF_CHECKS[12]}" tests/ref_tokenizer.sh "$B"
 fi
 run "bad inputs" tests/bad_inputs.sh "$B"
 run "parameter server: equivalence (N = 1, 2, 4, 64; S = 1, 2)" tests/ps_equivalence.sh "$B"

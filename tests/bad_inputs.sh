@@ -196,5 +196,24 @@ expect_fail "bert: a token type outside type_vocab_size" \
 st_ints "$tmp/bert-badshape.st" input_ids:2x4:2,7,9,0,5,6,0,0 labels:2x4:1,0,1,0,1,0,1,0
 expect_fail "bert: sequence labels of the wrong shape" "bert-badshape.st: tensor 'labels' must have shape (2)" \
     logits "$BERT/base" "$tmp/bert-badshape.st"
+# lora tokenize
+printf 'hello\n' >"$tmp/hello.txt"
+expect_fail "tokenize: a folder without tokenizer files" "no tokenizer.json, vocab.json + merges.txt or vocab.txt" \
+    "$LORA" tokenize --model "$tmp" "$tmp/hello.txt"
+mkdir -p "$tmp/uni"
+echo '{"model": {"type": "Unigram", "vocab": [["a", 0.0]]}}' >"$tmp/uni/tokenizer.json"
+expect_fail "tokenize: a model type not implemented" "model type 'Unigram' is not implemented" \
+    "$LORA" tokenize --model "$tmp/uni" "$tmp/hello.txt"
+mkdir -p "$tmp/badmerge"
+echo '{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a zz"]}}' >"$tmp/badmerge/tokenizer.json"
+expect_fail "tokenize: a merge outside the vocabulary" "model.merges: merge 0 uses 'zz'" \
+    "$LORA" tokenize --model "$tmp/badmerge" "$tmp/hello.txt"
+printf 'ok\nbad \xff byte\n' >"$tmp/latin1.txt"
+expect_fail "tokenize: invalid UTF-8" "latin1.txt:2: text: invalid UTF-8 at byte 4" \
+    "$LORA" tokenize --model demo/tiny-gpt2-pydocs "$tmp/latin1.txt"
+expect_fail "tokenize --pair without a TAB" "--pair needs TEXT_A<TAB>TEXT_B" \
+    "$LORA" tokenize --model demo/tiny-gpt2-pydocs --pair "$tmp/hello.txt"
+expect_fail "tokenize --decode on text" "not a list of non-negative ids" \
+    "$LORA" tokenize --model demo/tiny-gpt2-pydocs --decode "$tmp/hello.txt"
 [ $fails -eq 0 ] && echo "bad inputs: all cases gave a clear error" || echo "bad inputs: $fails case(s) failed"
 exit $((fails > 0))

@@ -4,6 +4,7 @@
  *   lora eval   --config FILE [--adapter DIR]                  validation loss
  *   lora parity FIXTURE_DIR [--tol 1e-4]                       check against HF + peft outputs
  *   lora merge  --model DIR --adapter DIR --out DIR            write the merged HF model
+ *   lora tokenize --model DIR [--special] [--pair] [--decode [--skip-special]] FILE   HF tokenizers
  * A thin main: every command is a library call, so tests link the same code.
  */
 #include <math.h>
@@ -22,6 +23,7 @@
 #include "plot.h"
 #include "safetensors.h"
 #include "util.h"
+#include "tokenizer.h"
 #include "trainer.h"
 
 static int usage(void) {
@@ -42,6 +44,10 @@ static int usage(void) {
             "  lora compare ADAPTER_A ADAPTER_B [--tol REL]   (no --tol: must be bitwise equal)\n"
             "  lora show FILE.safetensors TENSOR   (prints the values, one per line)\n"
             "  lora tokens --vocab V --count N [--seed S] --out FILE   (synthetic token file for tests)\n"
+            "  lora tokenize --model DIR [--special] [--pair] FILE|-   (a line of space-separated ids per text line;\n"
+            "                --special: add BOS/CLS/SEP as HF's add_special_tokens=True; --pair: each line is\n"
+            "                TEXT_A<TAB>TEXT_B, printed as ids<TAB>token type ids)\n"
+            "  lora tokenize --model DIR --decode [--skip-special] FILE|-   (ids per line -> text per line)\n"
             "  lora init-model --out DIR [--preset gpt2-124m] [--layers L --embd C --heads H --vocab V --positions P]\n"
             "                  [--seed S] [--dtype f32|f16]   (random GPT-2 for benchmarks)\n"
             "  lora init-model --family llama|mistral|qwen2 --out DIR [--layers L --embd C --heads H --kv-heads K\n"
@@ -547,6 +553,114 @@ static int cmd_plot(int argc, char **argv) {
     return 0;
 }
 
+/* HF tokenizers from a model folder's files, line by line (see
+ * include/tokenizer.h). Lines end at '\n' only (a '\r' stays in the text). */
+static int cmd_tokenize(int argc, char **argv) {
+    const char *dir = NULL, *file = NULL;
+    int special = 0, pair = 0, decode = 0, skip = 0;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--model") && i + 1 < argc) dir = argv[++i];
+        else if (!strcmp(argv[i], "--special")) special = 1;
+        else if (!strcmp(argv[i], "--pair")) pair = 1;
+        else if (!strcmp(argv[i], "--decode")) decode = 1;
+        else if (!strcmp(argv[i], "--skip-special")) skip = 1;
+        else if (!file && (argv[i][0] != '-' || !strcmp(argv[i], "-"))) file = argv[i];
+        else return usage();
+    }
+    if (!dir || !file || (decode && (pair || special)) || (skip && !decode)) return usage();
+    struct lerr e = {{0}};
+    tkz *t = tkz_open(dir, &e);
+    if (!t) {
+        fprintf(stderr, "lora tokenize: %s\n", e.msg);
+        return 1;
+    }
+    FILE *in = strcmp(file, "-") ? fopen(file, "rb") : stdin;
+    if (!in) {
+        fprintf(stderr, "lora tokenize: %s: cannot open\n", file);
+        tkz_free(t);
+        return 1;
+    }
+    static char obuf[1 << 16];
+    setvbuf(stdout, obuf, _IOFBF, sizeof obuf);
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    long long lineno = 0;
+    int rc = 0;
+    tkz_enc enc = {0};
+    int32_t *ids = NULL;
+    size_t ids_cap = 0;
+    while (!rc && (n = getline(&line, &cap, in)) >= 0) {
+        lineno++;
+        if (n > 0 && line[n - 1] == '\n') n--;
+        if (decode) {
+            size_t k = 0;
+            char *p = line, *end = line + n;
+            while (p < end) {
+                while (p < end && *p == ' ') p++;
+                if (p == end) break;
+                char *q;
+                long long v = strtoll(p, &q, 10);
+                if (q == p || v < 0 || v > INT32_MAX || (q < end && *q != ' ')) {
+                    lerr_set(&e, "not a list of non-negative ids separated by spaces");
+                    rc = 1;
+                    break;
+                }
+                if (k == ids_cap) {
+                    ids_cap = ids_cap ? ids_cap * 2 : 1024;
+                    ids = realloc(ids, ids_cap * sizeof *ids);
+                    if (!ids) {
+                        fprintf(stderr, "lora tokenize: out of memory\n");
+                        exit(1);
+                    }
+                }
+                ids[k++] = (int32_t)v;
+                p = q;
+            }
+            char *text = NULL;
+            size_t tl = 0;
+            if (!rc && tkz_decode(t, ids, k, skip, &text, &tl, &e)) rc = 1;
+            if (!rc) {
+                fwrite(text, 1, tl, stdout);
+                fputc('\n', stdout);
+            }
+            free(text);
+            continue;
+        }
+        const char *b = NULL;
+        size_t bl = 0, al = (size_t)n;
+        if (pair) {
+            char *tab = memchr(line, '\t', (size_t)n);
+            if (!tab) {
+                lerr_set(&e, "--pair needs TEXT_A<TAB>TEXT_B");
+                rc = 1;
+                break;
+            }
+            al = (size_t)(tab - line);
+            b = tab + 1;
+            bl = (size_t)n - al - 1;
+        }
+        if (tkz_encode(t, line, al, b ? b : NULL, bl, special, &enc, &e)) {
+            rc = 1;
+            break;
+        }
+        for (size_t i = 0; i < enc.n; i++) printf(i ? " %d" : "%d", enc.ids[i]);
+        if (pair) {
+            fputc('\t', stdout);
+            for (size_t i = 0; i < enc.n; i++) printf(i ? " %d" : "%d", enc.type_ids[i]);
+        }
+        fputc('\n', stdout);
+    }
+    if (rc) fprintf(stderr, "lora tokenize: %s:%lld: %s\n", file, lineno, e.msg);
+    if (fflush(stdout)) rc = 1;
+    free(line);
+    free(ids);
+    tkz_enc_free(&enc);
+    if (in != stdin) fclose(in);
+    tkz_free(t);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     blas_env_setup(argv);
     signal(SIGXFSZ, SIG_IGN); /* past a file size limit writes fail with EFBIG and are reported, not a silent kill */
@@ -562,6 +676,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "logits")) return cmd_logits(argc - 2, argv + 2);
     if (!strcmp(cmd, "plot")) return cmd_plot(argc - 2, argv + 2);
     if (!strcmp(cmd, "generate")) return cmd_generate(argc - 2, argv + 2);
+    if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 2, argv + 2);
     if (!strcmp(cmd, "train")) return trainer_main(argc - 2, argv + 2, 0);
     if (!strcmp(cmd, "eval")) return trainer_main(argc - 2, argv + 2, 1);
     return usage();
