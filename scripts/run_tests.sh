@@ -86,6 +86,7 @@ fi
 run "bad inputs" tests/bad_inputs.sh "$B"
 run "parameter server: equivalence (N = 1, 2, 4, 64; S = 1, 2)" tests/ps_equivalence.sh "$B"
 run "parameter server: LLaMA (N = 1, 2, 4 vs one process; kill -9 and resume)" tests/ps_llama.sh "$B"
+run "the parameter server with BERT (sequence and token classification, the classifier through checkpoints and resume)" tests/ps_bert.sh "$B"
 run "parameter server: faults" tests/ps_faults.sh "$B"
 run "checkpoints and resume" tests/ckpt_resume.sh "$B"
 run "checkpoints and resume with whole tensors (modules_to_save)" tests/ckpt_whole.sh "$B"

@@ -18,6 +18,7 @@
 #include "data.h"
 #include "lora.h"
 #include "model.h"
+#include "dataset.h"
 #include "generate.h"
 #include "parity.h"
 #include "plot.h"
@@ -44,6 +45,8 @@ static int usage(void) {
             "  lora compare ADAPTER_A ADAPTER_B [--tol REL]   (no --tol: must be bitwise equal)\n"
             "  lora show FILE.safetensors TENSOR   (prints the values, one per line)\n"
             "  lora tokens --vocab V --count N [--seed S] --out FILE   (synthetic token file for tests)\n"
+            "  lora dataset --task SEQ_CLS|TOKEN_CLS --vocab V --labels L --count N --seq T [--seed S] --out FILE\n"
+            "               (a synthetic labeled dataset for tests: the label decides the tokens, so it can be learned)\n"
             "  lora tokenize --model DIR [--special] [--pair] FILE|-   (a line of space-separated ids per text line;\n"
             "                --special: add BOS/CLS/SEP as HF's add_special_tokens=True; --pair: each line is\n"
             "                TEXT_A<TAB>TEXT_B, printed as ids<TAB>token type ids)\n"
@@ -190,6 +193,67 @@ static int cmd_tokens(int argc, char **argv) {
         return 1;
     }
     printf("wrote %lld tokens (vocab %lld) to %s\n", count, vocab, out);
+    return 0;
+}
+
+/* A synthetic labeled dataset (include/dataset.h's format) for tests: rows
+ * of 2..T tokens, right-padded, whose tokens come from the half of the
+ * vocabulary their label picks, so a classifier can learn it. */
+static int cmd_dataset(int argc, char **argv) {
+    long long vocab = 0, labels = 0, count = 0, seq = 0, seed = 1;
+    const char *out = NULL, *task = NULL;
+    for (int i = 0; i + 1 < argc; i += 2) {
+        char *end = NULL;
+        if (!strcmp(argv[i], "--vocab")) vocab = strtoll(argv[i + 1], &end, 10);
+        else if (!strcmp(argv[i], "--labels")) labels = strtoll(argv[i + 1], &end, 10);
+        else if (!strcmp(argv[i], "--count")) count = strtoll(argv[i + 1], &end, 10);
+        else if (!strcmp(argv[i], "--seq")) seq = strtoll(argv[i + 1], &end, 10);
+        else if (!strcmp(argv[i], "--seed")) seed = strtoll(argv[i + 1], &end, 10);
+        else if (!strcmp(argv[i], "--out")) out = argv[i + 1];
+        else if (!strcmp(argv[i], "--task")) task = argv[i + 1];
+        else return usage();
+        if (end && *end) return usage();
+    }
+    int tokcls = task && !strcmp(task, "TOKEN_CLS");
+    if (!out || !task || (!tokcls && strcmp(task, "SEQ_CLS")) || vocab < 4 || labels < 1 || labels > 1000 ||
+        count < 1 || count > 10000000 || seq < 2 || seq > 65536 || argc % 2)
+        return usage();
+    size_t NT = (size_t)count * (size_t)seq;
+    int64_t *ids = xcalloc(NT, sizeof(int64_t)), *mask = xcalloc(NT, sizeof(int64_t));
+    int64_t *lab = xcalloc(tokcls ? NT : (size_t)count, sizeof(int64_t));
+    rng_t r;
+    rng_seed(&r, (uint64_t)seed);
+    int64_t half = vocab / 2;
+    for (long long i = 0; i < count; i++) {
+        int64_t n = 2 + (int64_t)(rng_next(&r) % (uint64_t)(seq - 1)), y = (int64_t)(rng_next(&r) % (uint64_t)labels);
+        if (!tokcls) lab[i] = y;
+        for (long long t = 0; t < seq; t++) {
+            size_t k = (size_t)i * (size_t)seq + (size_t)t;
+            if (t < n) {
+                int64_t yt = tokcls ? (int64_t)(rng_next(&r) % (uint64_t)labels) : y;
+                ids[k] = (int64_t)(rng_next(&r) % (uint64_t)half) + (yt % 2) * half;
+                mask[k] = 1;
+                if (tokcls) lab[k] = yt;
+            } else if (tokcls) {
+                lab[k] = -100;
+            }
+        }
+    }
+    st_entry ent[3] = {{"input_ids", ST_I64, 2, {count, seq}, ids},
+                       {"attention_mask", ST_I64, 2, {count, seq}, mask},
+                       {"labels", ST_I64, tokcls ? 2 : 1, {count, tokcls ? seq : 0}, lab}};
+    const char *meta[] = {"format", DS_FORMAT, "version", DS_VERSION, "task", tokcls ? "TOKEN_CLS" : "SEQ_CLS"};
+    struct lerr e;
+    int rc = st_write(out, ent, 3, meta, 3, &e);
+    free(ids);
+    free(mask);
+    free(lab);
+    if (rc) {
+        fprintf(stderr, "lora dataset: %s\n", e.msg);
+        return 1;
+    }
+    printf("wrote %lld %s examples of %lld positions (vocab %lld, %lld labels) to %s\n", count, task, seq, vocab,
+           labels, out);
     return 0;
 }
 
@@ -670,6 +734,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "merge")) return cmd_merge(argc - 2, argv + 2);
     if (!strcmp(cmd, "compare")) return cmd_compare(argc - 2, argv + 2);
     if (!strcmp(cmd, "tokens")) return cmd_tokens(argc - 2, argv + 2);
+    if (!strcmp(cmd, "dataset")) return cmd_dataset(argc - 2, argv + 2);
     if (!strcmp(cmd, "init-model")) return cmd_init_model(argc - 2, argv + 2);
     if (!strcmp(cmd, "export")) return cmd_export(argc - 2, argv + 2);
     if (!strcmp(cmd, "show")) return cmd_show(argc - 2, argv + 2);

@@ -87,7 +87,7 @@ int train_ctx_open(train_ctx *t, const run_config *c, const model_alloc *al, str
                  t->model.max_positions);
         goto fail;
     }
-    if (model_check_seq_len(&t->model, c->seq_len, e)) {
+    if (lm && model_check_seq_len(&t->model, c->seq_len, e)) { /* datasets: checked against positions at open */
         lerr_prefix(e, "[data] seq_len");
         goto fail;
     }
