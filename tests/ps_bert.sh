@@ -93,6 +93,15 @@ else
         fail "bert resume after kill -9: ${r:-$(tail -3 "$dir-resume.log")}"
     fi
 fi
+# the shipped configs run as written (on the synthetic data and the fixture models)
+"$LORA" train --config configs/bert-sst2.ini --set data.train="$TMPD/cls.st" --set data.val="$TMPD/cls-val.st" \
+    --set train.epochs=0 --set train.steps=2 --set train.out_dir="$TMPD/sst2" --set train.metrics= \
+    --set train.metric_for_best= >"$TMPD/sst2.log" 2>&1 && pass "configs/bert-sst2.ini trains" ||
+    fail "configs/bert-sst2.ini: $(tail -2 "$TMPD/sst2.log")"
+"$LORA" train --config configs/bert-ner.ini --set model.path="$TMPD/ner" --set data.train="$TMPD/ner.st" \
+    --set data.val="$TMPD/ner.st" --set train.epochs=0 --set train.steps=2 --set train.out_dir="$TMPD/nerc" \
+    --set train.metrics= --set train.metric_for_best= >"$TMPD/nerc.log" 2>&1 && pass "configs/bert-ner.ini trains" ||
+    fail "configs/bert-ner.ini: $(tail -2 "$TMPD/nerc.log")"
 # learnable: the validation accuracy after training
 "$LORA" train "${CFG[@]}" --set data.val="$TMPD/cls-val.st" --set train.steps=100 --set data.grad_accum=1 \
     --set data.batch_size=8 --set optim.lr=2e-2 --set optim.schedule=constant --set optim.warmup_steps=0 \

@@ -504,6 +504,17 @@ int model_load_peft(lora_adapter *a, const model *m, const char *dir, struct ler
 }
 
 int model_save_peft(const lora_adapter *a, const model *m, const char *dir, struct lerr *e) {
+    /* peft puts all-linear's LoRA on a token classifier's head too and then cannot wrap it in
+     * modules_to_save (peft 0.21: "modules_to_save cannot be applied to lora.Linear"); our sites never
+     * include the head, so say so as peft's own workaround does: exclude_modules = [the head] */
+    int all_linear = !a->spec.target_regex && a->spec.n_targets == 1 && !strcmp(a->spec.targets[0], "all-linear");
+    if (all_linear && m->task == TASK_TOKEN_CLS && a->spec.n_exclude == 0 && m->save_modules) {
+        lora_adapter b = *a;
+        b.spec.n_exclude = 1;
+        b.spec.exclude_regex = 0;
+        snprintf(b.spec.exclude[0], LORA_NAME, "%s", m->save_modules);
+        return lora_save_peft(&b, dir, m->dir, model_task_name(m->task), m->fan_in_fan_out, e);
+    }
     return lora_save_peft(a, dir, m->dir, model_task_name(m->task), m->fan_in_fan_out, e);
 }
 
