@@ -267,7 +267,12 @@ static void test_tanh_mse(void) {
     fd_check("mse (mean)", mse_f, &m, p, 5, 1, &one, dp);
 }
 
-/* ---- 1 thread vs 2 threads: bitwise */
+/* ---- 1 thread vs 2 threads: bitwise, for our own loops. linear_forward and
+ * linear_backward_weight are one cblas_sgemm each: OpenBLAS's Haswell/Zen sgemm
+ * splits the work by thread count and does not promise the same bits at
+ * another count (seen on an AMD EPYC with AVX2: 1 vs 2 threads differ), so they
+ * are not in this comparison; the project promises equal bits at equal thread
+ * counts, which every BSP-vs-single-process test checks. */
 static void run_all(float **o, int B, int T, int C, int H, const float *q, const float *k, const float *v,
                     const float *g, const int32_t *mask, const int32_t *tok, const float *w) {
     long n = (long)B * T * C;
@@ -275,16 +280,14 @@ static void run_all(float **o, int B, int T, int C, int H, const float *q, const
     bert_attention_forward(o[0], o[1], q, k, v, mask, B, T, C, H);
     bert_attention_backward(o[2], o[3], o[4], scratch, g, o[1], q, k, v, B, T, C, H);
     bert_embedding_backward(o[5], o[6], o[7], g, tok, mask, 0, B, T, C);
-    linear_forward(o[8], q, w, w, B * T, C, C, 0.0f);
-    linear_backward_weight(o[9], q, g, B * T, C, C);
-    bert_pooler_forward(o[10], q, w, w, B, T, C);
-    bert_pooler_backward(o[11], o[12], o[13], o[14], g, o[10], q, w, B, T, C);
-    bert_embedding_forward(o[15], tok, mask, w, w, w, B, T, C);
-    residual_forward(o[15], o[15], q, n);
+    bert_pooler_forward(o[8], q, w, w, B, T, C);
+    bert_pooler_backward(o[9], o[10], o[11], o[12], g, o[8], q, w, B, T, C);
+    bert_embedding_forward(o[13], tok, mask, w, w, w, B, T, C);
+    residual_forward(o[13], o[13], q, n);
     free(scratch);
 }
 static void test_threads(void) {
-    enum { B = 4, T = 16, C = 160, H = 4, NO = 16 };
+    enum { B = 4, T = 16, C = 160, H = 4, NO = 14 };
     long n = (long)B * T * C, len = (long)C * C; /* every output fits in C*C floats */
     float *q = fnew(n), *k = fnew(n), *v = fnew(n), *g = fnew(n), *w = fnew((long)C * C);
     int32_t mask[B * T], tok[B * T];
