@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 
 #include "ckpt_h5.h"
+#include "util.h"
 
 /* ------------------------------------------------------------ adapter trees */
 
@@ -450,6 +451,7 @@ static int r_header(ckpt_io *io, hid_t f, ckpt_state *st, ckpt_hdr *h, int read_
     st->warmup_steps = ckpt_r_i64(io, g, "/schedule", "warmup_steps");
     st->total_steps = ckpt_r_i64(io, g, "/schedule", "total_steps");
     st->min_lr_ratio = ckpt_r_f32(io, g, "/schedule", "min_lr_ratio");
+    int64_t position = ckpt_r_i64(io, g, "/schedule", "position");
     H5Gclose(g);
     if (io->err) return -1;
 
@@ -472,10 +474,37 @@ static int r_header(ckpt_io *io, hid_t f, ckpt_state *st, ckpt_hdr *h, int read_
     st->train_tokens = ckpt_r_i64(io, g, "/data", "train_tokens");
     H5Gclose(g);
     if (io->err) return -1;
+    if (ckpt_check_counters(st, position, io->e)) {
+        lerr_prefix(io->e, "%s", io->path);
+        io->err = 1;
+        return -1;
+    }
 
     if (r_modules(io, f, h)) return -1;
     st->full_finetune = h->full;
     return r_metrics(io, f, st, read_metrics);
+}
+
+int ckpt_check_counters(const ckpt_state *st, int64_t position, struct lerr *e) {
+    const int64_t max = CKPT_MAX_STEP;
+    if (st->step < 0 || st->step > max)
+        return lerr_set(e, "root attribute step = %lld is outside [0, %lld] (a damaged or hand-edited checkpoint)",
+                        (long long)st->step, (long long)max);
+    if (st->opt_steps < 0 || st->opt_steps > st->step)
+        return lerr_set(e, "/optimizer step = %lld (AdamW steps applied) is outside [0, step = %lld]",
+                        (long long)st->opt_steps, (long long)st->step);
+    if (position != st->step)
+        return lerr_set(e, "/schedule position = %lld disagrees with step = %lld", (long long)position,
+                        (long long)st->step);
+    if (st->data_cursor < 0 || (st->step == 0 ? st->data_cursor != 0
+                                              : st->data_cursor < st->step || st->data_cursor % st->step))
+        return lerr_set(e, "/data cursor = %lld is not step (%lld) times a global batch of one or more samples",
+                        (long long)st->data_cursor, (long long)st->step);
+    if (st->epoch < 0 || st->tokens_seen < 0 || st->warmup_steps < 0 || st->total_steps < 0 || st->train_tokens < 0)
+        return lerr_set(e, "a negative count (epoch %lld, tokens_seen %lld, warmup_steps %lld, total_steps %lld, "
+                        "train_tokens %lld)", (long long)st->epoch, (long long)st->tokens_seen,
+                        (long long)st->warmup_steps, (long long)st->total_steps, (long long)st->train_tokens);
+    return 0;
 }
 
 /* Opens path read-only after the checks HDF5 reports badly (missing, not a
@@ -547,6 +576,15 @@ static int r_tree_values(ckpt_io *io, hid_t f, int k, const lora_adapter *a, flo
                         got_s, want_s, t->kind == LORA_KIND_WHOLE ? "model" : "r or model");
         } else if (buf) {
             ckpt_r_read(io, d, H5T_NATIVE_FLOAT, buf + t->off, full);
+            size_t n = t->ndim == 2 ? (size_t)t->rows * (size_t)t->cols : (size_t)t->cols;
+            int64_t bad = io->err ? -1 : first_nonfinite(buf + t->off, n);
+            if (bad >= 0)
+                ckpt_io_err(io, "dataset %s holds a non-finite value (%s) at element %lld", full,
+                            nonfinite_name(buf[t->off + (size_t)bad]), (long long)bad);
+            for (size_t j = 0; k == 2 && !io->err && j < n; j++) /* AdamW's second moment */
+                if (buf[t->off + j] < 0)
+                    ckpt_io_err(io, "dataset %s holds a negative second moment (%g) at element %zu", full,
+                                (double)buf[t->off + j], j);
         }
         if (sp >= 0) H5Sclose(sp);
         H5Dclose(d);

@@ -172,6 +172,7 @@ static void report(ps_state *r, int64_t step, double t_step) {
     prog.last_bytes = bytes;
     prog.tokens_done += r->step_tokens;
     r->tokens_seen += r->step_tokens;
+    r->steps_skipped += r->step_skipped != 0;
     metrics_add(r, step + 1, r->step_loss, r->step_lr, tps_of(r, t_step));
     r->sum_step_s += t_step;
     r->sum_compute_s += r->step_compute;
@@ -444,7 +445,12 @@ int ps_run(int argc, char **argv) {
     summary(&r, wall, bytes_at_start);
     gather_final(&r);
     int rc = 0;
-    if (rank == 0 && !stopped) {
+    if (rank == 0 && !stopped && r.steps_run > 0 && r.steps_skipped == r.steps_run) {
+        fprintf(stderr, "lora_worker: every step of the run was skipped (non-finite gradients): nothing was trained; "
+                        "no adapter written\n");
+        rc = 1;
+    }
+    if (rank == 0 && !stopped && !rc) {
         if (train_has_val(&r.t)) {
             double val1 = train_eval(&r.t);
             printf("val loss after: %.4f (before %.4f)\n", val1, val0);

@@ -31,6 +31,7 @@
  * path perform the same correctly rounded operations).
  */
 #include "optim.h"
+#include "util.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -198,6 +199,12 @@ void grad_scale(float *g, size_t n, float c) {
     for (size_t i = 0; i < n; i++) g[i] *= c;
 }
 
+optim_outcome optim_skip_limit(optim_outcome oc, int max, int64_t *run) {
+    if (oc == OPT_APPLIED) *run = 0;
+    if (oc != OPT_SKIPPED) return oc;
+    return ++*run >= max && max > 0 ? OPT_DIVERGED : OPT_SKIPPED;
+}
+
 optim_outcome optim_update(const optim_policy *pol, float *p, float *m, float *v, float *g, size_t n, int finite,
                            double norm, int64_t pos, int64_t *applied, float *lr_out) {
     float lr = lr_at(&pol->sched, pos);
@@ -206,5 +213,6 @@ optim_outcome optim_update(const optim_policy *pol, float *p, float *m, float *v
     float coef = clip_coef(norm, pol->grad_clip);
     if (coef < 1.0f) grad_scale(g, n, coef);
     adamw_step(p, m, v, g, n, ++*applied, lr, &pol->hp);
-    return OPT_APPLIED;
+    /* m and v follow a finite gradient's finite values; p is what can blow up */
+    return first_nonfinite(p, n) >= 0 ? OPT_DIVERGED : OPT_APPLIED;
 }

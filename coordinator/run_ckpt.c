@@ -280,6 +280,19 @@ static int resume_check(ps_state *r, const char *path, struct lerr *e) {
                  (unsigned long long)st.model_hash);
         goto out;
     }
+    if (st.step > 0 && st.data_cursor != st.step * r->G) {
+        lerr_set(e, "resume: [data] batch_size x grad_accum make %lld sequences per step, but %s is at global sample "
+                 "%lld after %lld steps (%lld per step): the data order would not continue; resume with the batch "
+                 "settings it was written with", (long long)r->G, path, (long long)st.data_cursor, (long long)st.step,
+                 (long long)(st.data_cursor / st.step));
+        goto out;
+    }
+    int64_t named = step_of(path);
+    if (named > 0 && named != st.step) {
+        lerr_set(e, "resume: %s is named after step %lld but holds step %lld (renamed or hand-edited)", path,
+                 (long long)named, (long long)st.step);
+        goto out;
+    }
     if (spec.r != r->t.ad.spec.r) {
         lerr_set(e, "resume: [lora] r = %d, but %s was trained with r = %d", r->t.ad.spec.r, path, spec.r);
         goto out;

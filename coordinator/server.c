@@ -167,6 +167,16 @@ void server_step_bsp(ps_state *r, int64_t step) {
     if (oc == OPT_ABORT)
         ps_abort(p, 5, "step %lld: the aggregated gradient holds NaN or Inf ([system] nan_policy = abort)",
                  (long long)step + 1);
+    if (oc == OPT_DIVERGED)
+        ps_abort(p, 5,
+                 "step %lld: shard %d: the trainable values became non-finite after the update (lr %g, grad norm "
+                 "%g): the run diverged; stopping without saving (lower optim.lr or set optim.grad_clip)",
+                 (long long)step + 1, p->rank, r->step_lr, sqrt(sq));
+    if (optim_skip_limit(oc, c->max_skipped, &r->skip_run) == OPT_DIVERGED)
+        ps_abort(p, 5,
+                 "step %lld: %lld steps in a row had a non-finite loss or gradient: the run diverged; stopping "
+                 "without saving ([system] max_skipped_steps = %d; lower optim.lr?)",
+                 (long long)step + 1, (long long)r->skip_run, c->max_skipped);
     if (oc == OPT_SKIPPED && p->rank == 0)
         fprintf(stderr, "lora_worker: warning: step %lld: the aggregated gradient holds NaN or Inf; step skipped "
                         "([system] nan_policy = skip)\n", (long long)step + 1);
@@ -258,6 +268,9 @@ void server_run_ssp(ps_state *r, void (*report)(ps_state *r, int64_t step, doubl
                 if (oc == OPT_ABORT)
                     ps_abort(p, 5, "shard %d: the gradient of update %lld holds NaN or Inf ([system] nan_policy = "
                              "abort)", p->rank, (long long)r->version + 1);
+                if (oc == OPT_DIVERGED)
+                    ps_abort(p, 5, "shard %d: update %lld: the trainable values became non-finite (the run "
+                             "diverged; lower optim.lr or set optim.grad_clip)", p->rank, (long long)r->version + 1);
                 if (oc == OPT_SKIPPED)
                     fprintf(stderr, "lora_worker: warning: shard %d: the gradient of update %lld holds NaN or Inf; "
                                     "update skipped\n", p->rank, (long long)r->version + 1);

@@ -107,6 +107,15 @@ int ckpt_write(const char *dir, const ckpt_state *st, const lora_adapter *a, con
  * whole tensor on one side only an error naming it. On error st is left
  * zeroed (nothing to free) and a->w, m, v may be partly overwritten. */
 int ckpt_read(const char *path, ckpt_state *st, lora_adapter *a, float *m, float *v, struct lerr *e);
+
+/* The header's counters against each other (the readers call it; the
+ * metadata is checksummed, so only an edit or a writer bug fails it):
+ * 0 <= step <= CKPT_MAX_STEP, 0 <= AdamW steps <= step, the schedule
+ * position equal to step, the data cursor step times a global batch of one
+ * or more samples (0 at step 0), no negative count. -1 with a message naming
+ * the attribute. */
+#define CKPT_MAX_STEP (INT64_C(1) << 40)
+int ckpt_check_counters(const ckpt_state *st, int64_t position, struct lerr *e);
 void ckpt_state_free(ckpt_state *st);
 
 /* Reads only the header (root attrs, config text, base model identity,

@@ -64,7 +64,7 @@ typedef struct {
     int nan_abort;     /* a non-finite gradient aborts instead of skipping */
 } optim_policy;
 
-typedef enum { OPT_APPLIED = 0, OPT_SKIPPED, OPT_ABORT } optim_outcome;
+typedef enum { OPT_APPLIED = 0, OPT_SKIPPED, OPT_ABORT, OPT_DIVERGED } optim_outcome;
 
 /* One optimizer update of the slice p/m/v/g (n values) at schedule position
  * `pos` (the step index, counting skipped steps, as HF's scheduler does),
@@ -73,8 +73,17 @@ typedef enum { OPT_APPLIED = 0, OPT_SKIPPED, OPT_ABORT } optim_outcome;
  * OPT_ABORT under nan_abort). Otherwise g is clipped to grad_clip and AdamW
  * runs with step t = *applied + 1 (updates applied so far: a skipped step is
  * one the optimizer never saw, as with torch's GradScaler), *applied is
- * incremented, OPT_APPLIED. *lr_out (may be NULL) receives the step's lr. */
+ * incremented, OPT_APPLIED; OPT_DIVERGED instead when the updated values
+ * hold a NaN or infinity (a learning rate far too large): the run must stop
+ * without saving them. *lr_out (may be NULL) receives the step's lr. */
 optim_outcome optim_update(const optim_policy *pol, float *p, float *m, float *v, float *g, size_t n, int finite,
                            double norm, int64_t pos, int64_t *applied, float *lr_out);
+
+/* Consecutive skips: *run counts the skipped steps since the last applied one
+ * (an applied step resets it). A skip that makes it reach max (> 0) turns the
+ * outcome into OPT_DIVERGED: values that overflow the forward (finite but
+ * huge, after a learning rate far too large) skip every later step, and a
+ * run must not go on "training" that way. Other outcomes pass through. */
+optim_outcome optim_skip_limit(optim_outcome oc, int max, int64_t *run);
 
 #endif

@@ -112,6 +112,8 @@ typedef struct {
     float step_lr;
     double step_norm;
     int step_skipped;
+    int64_t steps_skipped;
+    int64_t skip_run;          /* servers: consecutive skipped steps (BSP; optim_skip_limit) */     /* rank 0: steps of this run skipped on a non-finite gradient (BSP) */
     double step_compute;       /* the slowest worker's forward/backward time */
     double sum_step_s, sum_compute_s; /* rank 0: totals over the run, for the communication share */
     uint64_t *peer_bytes;      /* rank 0: (size) the latest sent+received totals each rank reported */

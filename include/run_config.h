@@ -75,6 +75,7 @@ typedef struct {
     int grad_dtype;                      /* pushes: 0 fp32, 1 bf16, 2 fp16 */
     int param_dtype;                     /* updates (values sent to workers): 0 fp32, 1 bf16, 2 fp16 */
     int nan_policy;                      /* 0 skip, 1 abort */
+    int max_skipped;                     /* consecutive skipped steps that stop the run (0 = never) */
     /* bookkeeping */
     char source[RC_PATH];                /* file the config came from ("" = defaults only) */
 } run_config;

@@ -59,8 +59,13 @@ const char *st_dtype_name(st_dtype d);
 size_t st_dtype_size(st_dtype d);
 
 /* Converts a floating tensor (F32, F16, BF16, F64) to float32 into out
- * (t->numel floats). -1 with a message for integer dtypes. */
+ * (t->numel floats). -1 with a message for integer dtypes, and for a NaN or
+ * infinity among the values (a float64 too large for float32 included):
+ * nothing loaded from a file is ever non-finite. */
 int st_to_f32(float *out, const st_tensor *t, struct lerr *e);
+/* -1 with a message naming t when v (t->numel floats: t's values, e.g. read
+ * in place from the mapping) holds a NaN or infinity. */
+int st_check_finite(const float *v, const st_tensor *t, struct lerr *e);
 /* Converts an integer tensor (I64, I32, U16, U8) to int32 into out; -1 if a
  * value does not fit. */
 int st_to_i32(int32_t *out, const st_tensor *t, struct lerr *e);

@@ -25,4 +25,11 @@ uint64_t hash64(const void *p, size_t n, uint64_t seed);
  * Zeros when the file is unavailable. */
 void mem_usage(uint64_t *rss, uint64_t *pss, uint64_t *private_bytes);
 
+/* Index of the first NaN or infinity among x[0..n), or -1 when all are
+ * finite. Reads the bits (exponent all ones), so it works under -ffast-math
+ * and vectorizes: a scan at memory speed, for checks at load time. */
+int64_t first_nonfinite(const float *x, size_t n);
+/* "NaN", "+inf" or "-inf": what a non-finite value is, for messages. */
+const char *nonfinite_name(float v);
+
 #endif

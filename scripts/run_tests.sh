@@ -93,6 +93,8 @@ run "the parameter server with BERT (sequence and token classification, the clas
 run "parameter server: faults" tests/ps_faults.sh "$B"
 run "checkpoints and resume" tests/ckpt_resume.sh "$B"
 run "checkpoints and resume with whole tensors (modules_to_save)" tests/ckpt_whole.sh "$B"
+run "resume refuses counters that do not fit the run (global batch, renamed file)" tests/resume_checks.sh "$B"
+run "non-finite values: refused at load, divergence stops the run, all-skipped runs fail" tests/nonfinite.sh "$B"
 run "the training loop: epochs, evaluation and exports per epoch, the best adapter" tests/train_loop.sh "$B"
 run "the demo's script end to end (4 short steps, resume, re-run)" tests/demo.sh "$B"
 run "multi-host over TCP (network namespaces: 2, 3, 4 hosts)" tests/multihost.sh "$B"

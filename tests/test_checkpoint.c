@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <hdf5.h>
 #include <malloc.h>
+#include <math.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -77,7 +78,7 @@ static void make_state(ckpt_state *st, int64_t step) {
     st->step = step;
     st->epoch = 2;
     st->tokens_seen = 123456789012ll;
-    st->data_cursor = 4242;
+    st->data_cursor = step * 8; /* a global batch of 8 samples */
     st->opt_steps = step - 1;
     st->lr = 5e-3f, st->beta1 = 0.9f, st->beta2 = 0.999f, st->eps = 1e-8f, st->weight_decay = 0.01f;
     st->min_lr_ratio = 0.1f;
@@ -205,6 +206,68 @@ static void test_roundtrip_and_h5dump(const char *root, char *path, size_t cap) 
     CHECK(got.n_metrics == 3, "n_metrics %lld", (long long)got.n_metrics);
     CHECK(got.format_version == 1 && !got.full_finetune, "LoRA only: version %d", got.format_version);
     ckpt_state_free(&got);
+
+    /* a NaN or a negative second moment in a file is refused, naming the dataset (a writer bug or an
+     * edit: HDF5's checksums hold for what was written) */
+    for (int k = 0; k < 3; k++) {
+        float *buf = k == 0 ? a.w : k == 1 ? m : v, keep = buf[5];
+        buf[5] = k == 2 ? -1.0f : NAN;
+        char bad[600];
+        snprintf(bad, sizeof bad, "%s/nan%d", root, k);
+        char bpath[700];
+        rc = ckpt_write(bad, &st, &a, m, v, 3, bpath, sizeof bpath, &e);
+        buf[5] = keep;
+        CHECK(rc == 0, "ckpt_write (bad values %d): %s", k, e.msg);
+        rc = ckpt_read(bpath, &got, &b, m2, v2, &e);
+        CHECK(rc == -1 && strstr(e.msg, k == 2 ? "negative second moment" : "non-finite value (NaN)") &&
+                  strstr(e.msg, k == 0 ? "/adapter/" : k == 1 ? "/exp_avg/" : "/exp_avg_sq/"),
+              "a checkpoint holding %s: rc %d, %s", k == 2 ? "v < 0" : "NaN", rc, e.msg);
+        if (rc == 0) ckpt_state_free(&got);
+    }
+
+    /* counters that disagree, edited into a good file in place (the metadata is checksummed, so only an
+     * edit or a writer bug makes one): refused by name, never a crash or a wrong resume */
+    struct {
+        const char *obj, *attr;
+        int64_t value;
+        const char *want;
+    } bad_counts[] = {{"/", "step", -1, "root attribute step = -1 is outside"},
+                      {"/", "step", (int64_t)1 << 41, "root attribute step = 2199023255552 is outside"},
+                      {"/optimizer", "step", 4, "/optimizer step = 4 (AdamW steps applied) is outside [0, step = 3]"},
+                      {"/optimizer", "step", -1, "/optimizer step = -1"},
+                      {"/schedule", "position", 2, "/schedule position = 2 disagrees with step = 3"},
+                      {"/data", "cursor", 25, "/data cursor = 25 is not step (3) times"},
+                      {"/data", "cursor", 2, "/data cursor = 2 is not step (3) times"},
+                      {"/", "tokens_seen", -5, "a negative count (epoch 2, tokens_seen -5"}};
+    for (size_t k = 0; k < sizeof bad_counts / sizeof bad_counts[0]; k++) {
+        char bpath[700];
+        snprintf(bpath, sizeof bpath, "%s/counts%zu.h5", root, k);
+        CHECK(copy_file(path, bpath) == 0, "copy %s", path);
+        hid_t f = H5Fopen(bpath, H5F_ACC_RDWR, H5P_DEFAULT);
+        /* H5Oopen + H5Aopen: H5Aopen_by_name(f, "/optimizer", ...) opened the root's attribute here (HDF5 1.10.8) */
+        hid_t o = f < 0 ? -1 : H5Oopen(f, bad_counts[k].obj, H5P_DEFAULT);
+        hid_t at = o < 0 ? -1 : H5Aopen(o, bad_counts[k].attr, H5P_DEFAULT);
+        int ok = at >= 0 && H5Awrite(at, H5T_NATIVE_INT64, &bad_counts[k].value) >= 0;
+        if (at >= 0) H5Aclose(at);
+        if (o >= 0) H5Oclose(o);
+        if (f >= 0) H5Fclose(f);
+        CHECK(ok, "editing %s %s in %s", bad_counts[k].obj, bad_counts[k].attr, bpath);
+        rc = ckpt_read(bpath, &got, &b, m2, v2, &e);
+        CHECK(rc == -1 && strstr(e.msg, bad_counts[k].want) && strstr(e.msg, bpath),
+              "%s %s = %lld: rc %d, '%s', want '%s'", bad_counts[k].obj, bad_counts[k].attr,
+              (long long)bad_counts[k].value, rc, e.msg, bad_counts[k].want);
+        if (rc == 0) ckpt_state_free(&got);
+        lora_spec sp0;
+        rc = ckpt_read_meta(bpath, &got, &sp0, &e);
+        CHECK(rc == -1 && strstr(e.msg, bad_counts[k].want), "ckpt_read_meta, %s %s: rc %d, %s", bad_counts[k].obj,
+              bad_counts[k].attr, rc, e.msg);
+        if (rc == 0) ckpt_state_free(&got);
+    }
+    ckpt_state cs;
+    make_state(&cs, 3);
+    CHECK(ckpt_check_counters(&cs, 3, &e) == 0, "consistent counters: %s", e.msg);
+    CHECK(ckpt_check_counters(&cs, 2, &e) == -1 && strstr(e.msg, "/schedule position = 2 disagrees with step = 3"),
+          "a schedule position that disagrees: %s", e.msg);
 
     /* m and v may be left out: validated, not read */
     rc = ckpt_read(path, &got, &b, NULL, NULL, &e);

@@ -91,7 +91,7 @@ static double g_loss[3] = {3, 2.5, 2.25};
 
 static void make_state(ckpt_state *st, int64_t step) {
     memset(st, 0, sizeof *st);
-    st->step = step, st->epoch = 1, st->tokens_seen = 4096, st->ranks = 3, st->data_cursor = 96;
+    st->step = step, st->epoch = 1, st->tokens_seen = 4096, st->ranks = 3, st->data_cursor = step * 32;
     st->opt_steps = step, st->lr = 1e-3f, st->beta1 = 0.9f, st->beta2 = 0.999f, st->eps = 1e-8f;
     st->weight_decay = 0.01f, st->schedule_kind = SCHED_LINEAR, st->total_steps = 10;
     st->init_seed = 7, st->data_seed = 8, st->dropout_seed = 9, st->seq_len = 32, st->train_tokens = 5000;
@@ -418,6 +418,7 @@ static void test_full(const char *root, const char *lora_file) {
     size_t n = a.n_params;
     float *m = malloc(n * 4), *v = malloc(n * 4), *m2 = calloc(n, 4), *v2 = calloc(n, 4);
     fill(a.w, n, 11), fill(m, n, 12), fill(v, n, 13);
+    for (size_t i = 0; i < n; i++) v[i] = v[i] * v[i]; /* a second moment */
     ckpt_state st, got;
     make_state(&st, 4);
     char dir[600], path[700];

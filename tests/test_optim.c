@@ -210,6 +210,32 @@ static void test_clip(void) {
     CHECK(g[0] == 1.5f && g[1] == 2.0f && g[2] == 0.0f, "grad_scale");
 }
 
+/* The outcomes past "applied": values that the update made non-finite, and
+ * a run of skips long enough to count as divergence. */
+static void test_divergence(void) {
+    optim_policy pol = {{0.9f, 0.999f, 1e-8f, 1e10f}, {SCHED_CONSTANT, 1e30f, 0, 10, 0}, 0, 0};
+    float p[4] = {0, 0.5f, -1, 2}, m[4] = {0}, v[4] = {0}, g[4] = {0.1f, 0.2f, 0.3f, 0.4f};
+    int64_t applied = 0;
+    optim_outcome oc = optim_update(&pol, p, m, v, g, 4, 1, 0.5, 0, &applied, NULL);
+    CHECK(oc == OPT_DIVERGED, "lr 1e30 and weight decay 1e10: outcome %d, want OPT_DIVERGED (%g %g)", (int)oc, p[0], p[1]);
+    pol.hp.weight_decay = 0, pol.sched.lr = 1e-3f;
+    float q[2] = {1, 2}, mq[2] = {0}, vq[2] = {0}, gq[2] = {0.1f, 0.2f};
+    CHECK(optim_update(&pol, q, mq, vq, gq, 2, 1, 0.2, 0, &applied, NULL) == OPT_APPLIED, "a sane step is applied");
+    /* skips in a row: the 3rd with max 3 diverges; an applied step resets the count; max 0 never stops */
+    int64_t run = 0;
+    optim_outcome seq[] = {OPT_SKIPPED, OPT_SKIPPED, OPT_APPLIED, OPT_SKIPPED, OPT_SKIPPED, OPT_SKIPPED};
+    optim_outcome want[] = {OPT_SKIPPED, OPT_SKIPPED, OPT_APPLIED, OPT_SKIPPED, OPT_SKIPPED, OPT_DIVERGED};
+    int ok = 1;
+    for (int i = 0; i < 6; i++) ok &= optim_skip_limit(seq[i], 3, &run) == want[i];
+    CHECK(ok && run == 3, "skip limit 3 over S S A S S S (run %lld)", (long long)run);
+    run = 0;
+    ok = 1;
+    for (int i = 0; i < 100; i++) ok &= optim_skip_limit(OPT_SKIPPED, 0, &run) == OPT_SKIPPED;
+    CHECK(ok, "max 0 never stops");
+    CHECK(optim_skip_limit(OPT_ABORT, 1, &run) == OPT_ABORT && optim_skip_limit(OPT_DIVERGED, 0, &run) == OPT_DIVERGED,
+          "abort and diverged pass through");
+}
+
 int main(void) {
     test_adamw_reference();
     test_adamw_torch_bits();
@@ -217,5 +243,6 @@ int main(void) {
     test_adamw_semantics();
     test_schedules();
     test_clip();
+    test_divergence();
     return tu_end("test_optim");
 }

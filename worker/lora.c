@@ -450,7 +450,10 @@ int lora_load_peft_values(lora_adapter *a, const char *dir, struct lerr *e) {
             lerr_prefix(e, "adapter does not fit the model");
             goto out;
         }
-        if (st_to_f32(a->w + t->off, s, e)) goto out;
+        if (st_to_f32(a->w + t->off, s, e)) {
+            lerr_prefix(e, "%s", path);
+            goto out;
+        }
     }
     for (int i = 0; i < st_count(f); i++) {
         const char *k = st_at(f, i)->name;

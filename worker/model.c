@@ -338,6 +338,7 @@ int model_open(model *m, const char *dir, const model_alloc *al, struct lerr *e)
         const st_tensor *t = found[i];
         if (t->dtype == ST_F32 && !((uintptr_t)t->data & 3u)) {
             m->tensor[i].data = (const float *)t->data;
+            if (!conv_rc && st_check_finite(m->tensor[i].data, t, e)) conv_rc = -1;
         } else {
             if (fill && !conv_rc && st_to_f32(m->owned + at, t, e)) conv_rc = -1;
             m->tensor[i].data = m->owned + at;
@@ -346,7 +347,10 @@ int model_open(model *m, const char *dir, const model_alloc *al, struct lerr *e)
     }
     if (n_owned && al) al->ready(al->ctx); /* every process of the node gets here, even after an error */
     free(found);
-    if (conv_rc) goto fail;
+    if (conv_rc) {
+        lerr_prefix(e, "%s", dir);
+        goto fail;
+    }
     m->size = 0;
     for (int s = 0; s < m->n_st; s++) m->size += st_file_size(m->st[s]);
     return 0;

@@ -103,6 +103,7 @@ static const rc_key rc_keys[] = {
     {"system", "grad_dtype", K_ENUM, F(grad_dtype), R_ANY, dtype_words},
     {"system", "param_dtype", K_ENUM, F(param_dtype), R_ANY, dtype_words},
     {"system", "nan_policy", K_ENUM, F(nan_policy), R_ANY, nan_words},
+    {"system", "max_skipped_steps", K_INT, F(max_skipped), R_GE0, NULL},
 };
 #undef F
 #define RC_NKEYS (sizeof rc_keys / sizeof rc_keys[0])
@@ -138,6 +139,7 @@ void rc_defaults(run_config *c) {
     c->servers = 1;
     c->ssp_lookahead = 1;
     c->ckpt_keep = 3;
+    c->max_skipped = 5;
 }
 
 /* "must be > 0" for a value outside the range, NULL inside it. */

@@ -22,6 +22,7 @@
  * from silently reading garbage).
  */
 #include "safetensors.h"
+#include "util.h"
 
 #include <cJSON.h>
 #include <errno.h>
@@ -511,7 +512,7 @@ const st_tensor *st_expect(const st_file *f, const char *name, int ndim, const i
 
 /* ---------------------------------------------------------------- conversion */
 
-int st_to_f32(float *out, const st_tensor *t, struct lerr *e) {
+static int to_f32(float *out, const st_tensor *t, struct lerr *e) {
     const unsigned char *p = t->data;
     int64_t n = t->numel;
     switch (t->dtype) {
@@ -543,6 +544,18 @@ int st_to_f32(float *out, const st_tensor *t, struct lerr *e) {
         return lerr_set(e, "tensor '%s': dtype %s is not a floating-point type (expected F32, F16, BF16 or F64)",
                         t->name, st_dtype_name(t->dtype));
     }
+}
+
+int st_to_f32(float *out, const st_tensor *t, struct lerr *e) {
+    if (to_f32(out, t, e)) return -1;
+    return st_check_finite(out, t, e);
+}
+
+int st_check_finite(const float *v, const st_tensor *t, struct lerr *e) {
+    int64_t i = first_nonfinite(v, (size_t)t->numel);
+    if (i < 0) return 0;
+    return lerr_set(e, "tensor '%s' holds a non-finite value (%s) at element %lld%s", t->name, nonfinite_name(v[i]),
+                    (long long)i, t->dtype == ST_F64 ? " (after conversion to float32)" : "");
 }
 
 int st_to_i32(int32_t *out, const st_tensor *t, struct lerr *e) {

@@ -490,7 +490,7 @@ int trainer_main(int argc, char **argv, int eval_only) {
                         {(sched_kind)c.schedule, c.lr, c.warmup_steps, c.steps, c.min_lr_ratio},
                         c.grad_clip,
                         c.nan_policy};
-    int64_t applied = 0, skipped = 0;
+    int64_t applied = 0, skipped = 0, skip_run = 0;
     int64_t hook_nan = train_test_hook_nan();
     double val0 = NAN, val1 = NAN;
     if (train_has_val(&t)) {
@@ -520,6 +520,22 @@ int trainer_main(int argc, char **argv, int eval_only) {
         double norm = sqrt(grad_sq_sum(grad, n));
         float lr;
         optim_outcome oc = optim_update(&pol, t.ad.w, m, v, grad, n, isfinite(loss), norm, step, &applied, &lr);
+        if (oc == OPT_DIVERGED) {
+            fprintf(stderr,
+                    "lora train: step %lld: the trainable values became non-finite after the update (lr %g, grad "
+                    "norm %g): the run diverged; stopping without saving (lower optim.lr or set optim.grad_clip)\n",
+                    (long long)step + 1, lr, norm);
+            rc = 1;
+            break;
+        }
+        if (optim_skip_limit(oc, c.max_skipped, &skip_run) == OPT_DIVERGED) {
+            fprintf(stderr,
+                    "lora train: step %lld: %lld steps in a row had a non-finite loss or gradient: the run "
+                    "diverged; stopping without saving ([system] max_skipped_steps = %d; lower optim.lr?)\n",
+                    (long long)step + 1, (long long)skip_run, c.max_skipped);
+            rc = 1;
+            break;
+        }
         if (oc != OPT_APPLIED) {
             fprintf(stderr, "step %lld: non-finite loss or gradient (loss %g, grad norm %g)%s\n", (long long)step + 1,
                     loss, norm, oc == OPT_ABORT ? "; aborting ([system] nan_policy = abort)" : "; step skipped");
@@ -583,7 +599,7 @@ int trainer_main(int argc, char **argv, int eval_only) {
     }
     if (mf) fclose(mf);
     double wall = now_s() - t0;
-    if (train_has_val(&t)) {
+    if (!rc && train_has_val(&t)) {
         val1 = train_eval(&t);
         printf("val loss after: %.4f (before %.4f)\n", val1, val0);
     }

@@ -148,3 +148,30 @@ void mem_usage(uint64_t *rss, uint64_t *pss, uint64_t *private_bytes) {
     }
     fclose(f);
 }
+
+int64_t first_nonfinite(const float *x, size_t n) {
+    enum { BLOCK = 4096 };
+    for (size_t b = 0; b < n; b += BLOCK) {
+        size_t e = b + BLOCK < n ? b + BLOCK : n;
+        uint32_t any = 0;
+        for (size_t i = b; i < e; i++) {
+            uint32_t u;
+            memcpy(&u, x + i, 4);
+            any |= (u & 0x7f800000u) == 0x7f800000u;
+        }
+        if (!any) continue;
+        for (size_t i = b; i < e; i++) {
+            uint32_t u;
+            memcpy(&u, x + i, 4);
+            if ((u & 0x7f800000u) == 0x7f800000u) return (int64_t)i;
+        }
+    }
+    return -1;
+}
+
+const char *nonfinite_name(float v) {
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    if (u & 0x007fffffu) return "NaN";
+    return u >> 31 ? "-inf" : "+inf";
+}
