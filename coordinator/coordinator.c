@@ -340,12 +340,21 @@ int ps_run(int argc, char **argv) {
     /* Ranks may get different arguments (mpirun's MPMD form, a config missing
      * on one node): every rank that fails says why, and all agree to stop
      * before the first collective that the others would wait in forever. */
-    int bad = trainer_parse_args(&cfg, argc, argv, &resume_key, &resume, &e) || rc_validate(&cfg, &e);
+    int pa = trainer_parse_args(&cfg, argc, argv, &resume_key, &resume, &e);
+    int bad = pa < 0 || (pa == 0 && rc_validate(&cfg, &e));
     if (bad) fprintf(stderr, "lora_worker: rank %d: %s\n", rank, e.msg);
-    int any_bad = bad;
-    if (MPI_Allreduce(MPI_IN_PLACE, &any_bad, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD) != MPI_SUCCESS) {
+    int agreed[2] = {bad, pa == 1}; /* any rank failed; any rank was asked for --help */
+    if (MPI_Allreduce(MPI_IN_PLACE, agreed, 2, MPI_INT, MPI_MAX, MPI_COMM_WORLD) != MPI_SUCCESS) {
         fprintf(stderr, "lora_worker: rank %d: MPI_Allreduce failed\n", rank);
         MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    int any_bad = agreed[0];
+    if (!any_bad && agreed[1]) {
+        if (rank == 0)
+            printf("usage: mpirun -np N lora_worker --config FILE [--set section.key=value ...] [--resume auto|PATH]\n"
+                   "  rank 0 coordinates and serves ([system] servers ranks hold the adapter), the others are workers;\n"
+                   "  FILE: an INI run config (configs/*.ini; every key is in README.md's table)\n");
+        return 0;
     }
     if (any_bad) {
         if (!bad && rank == 0) fprintf(stderr, "lora_worker: stopping: another rank's arguments or config failed\n");
@@ -353,6 +362,8 @@ int ps_run(int argc, char **argv) {
     }
     if (ps_init(&r.p, cfg.servers, &e)) ps_abort(&r.p, 1, "%s", e.msg);
     ps_ctx *p = &r.p;
+    if (rank == 0 && cfg.ckpt_dir[0] && dir_check_writable(cfg.ckpt_dir, &e))
+        ps_abort(p, 1, "[checkpoint] dir: %s", e.msg);
     model_alloc shared = ps_node_alloc(p);
     if (train_ctx_open(&r.t, &cfg, &shared, &e)) ps_abort(p, 1, "%s", e.msg);
     ps_layout(p, r.t.ad.n_params);

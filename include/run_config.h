@@ -78,6 +78,7 @@ typedef struct {
     int max_skipped;                     /* consecutive skipped steps that stop the run (0 = never) */
     /* bookkeeping */
     char source[RC_PATH];                /* file the config came from ("" = defaults only) */
+    int init_is_eval;                    /* init_from is `lora eval --adapter`: its own config decides r, alpha, targets */
 } run_config;
 
 void rc_defaults(run_config *c);

@@ -12,6 +12,10 @@
 char *read_text_file(const char *path, size_t max, struct lerr *e);
 /* mkdir -p; 0 on success or if it exists as a directory. */
 int mkdir_p(const char *path, struct lerr *e);
+/* mkdir -p, then creates and removes a probe file in it: 0 when files can be
+ * written there (checked at start, so an unusable folder fails a run before
+ * it trains, not at its first write). */
+int dir_check_writable(const char *path, struct lerr *e);
 /* Writes len bytes to path atomically: path.tmp.<pid>, fsync, rename. */
 int write_file_atomic(const char *path, const void *data, size_t len, struct lerr *e);
 

@@ -36,6 +36,31 @@ expect_fail "unknown target module" "unknown target module 'q_proj'" train --set
 expect_fail "r = 0" "r must be > 0" train --set lora.r=0
 expect_fail "r < 0" "r must be > 0" train --set lora.r=-3
 expect_fail "threads = 100000" "[train] threads must be in [0, 1024]" train --set train.threads=100000
+printf '[model]\npath = demo/tiny-gpt2-pydocs\n[lora]\nr = 4\nalpha = 8\nr = 8\n' >"$tmp/dup.ini"
+expect_fail "a key set twice in a run config" "[lora] r is set twice (lines 4 and 6)" "$LORA" train --config "$tmp/dup.ini"
+expect_fail "a size of 2^40" "[data] batch_size = '1099511627776' is too large (a 32-bit integer" \
+    train --set data.batch_size=1099511627776
+expect_fail "a count past 64 bits" "[train] steps = '99999999999999999999' is too large (a 64-bit integer)" \
+    train --set train.steps=99999999999999999999
+itrain() { "$LORA" train --config tests/ps-tiny.ini --set data.train=demo/wordnet.val.bin --set train.steps=1 \
+    --set lora.init_from="$FIX/gpt2-tiny/lora-init" "$@"; }
+expect_fail "init_from with another alpha" "has alpha=8 but the config says alpha=3" itrain --set lora.alpha=3
+expect_fail "init_from with rsLoRA in the config only" "has alpha=8 but the config says alpha=8 (rsLoRA)" \
+    itrain --set lora.rslora=true
+expect_fail "init_from with other targets" "adapts 6 modules, but the config's targets select 2 modules" \
+    itrain --set lora.targets=c_attn
+expect_fail "init_from with other modules_to_save" "trains 0 whole tensors, but the config's modules_to_save = ln_f selects 2" \
+    itrain --set lora.modules_to_save=ln_f
+expect_fail "--resume without its value" "--resume needs auto or a checkpoint PATH" "$B/bin/lora_worker" \
+    --config configs/demo.ini --resume
+expect_fail "lora eval --adapter without its value" "--adapter needs a peft adapter folder" "$LORA" eval \
+    --config configs/demo.ini --adapter
+: >"$tmp/a-file"
+expect_fail "checkpoint.dir is a file (fails at start)" "[checkpoint] dir: $tmp/a-file: not a directory" \
+    "$B/bin/lora_worker" --config configs/demo.ini --set checkpoint.dir="$tmp/a-file"
+mkdir -p "$tmp/selfmerge" && cp -r "$FIX/gpt2-tiny/base/." "$tmp/selfmerge/"
+expect_fail "lora merge --out the base model's own folder" "is the base model's own folder" \
+    "$LORA" merge --model "$tmp/selfmerge" --adapter "$FIX/gpt2-tiny/lora-trained" --out "$tmp/selfmerge/"
 for bad in '"lora_alpha": "32"' '"lora_alpha": null' '"lora_alpha": [8]' '"use_rslora": "true"' '"use_rslora": 1' \
     '"lora_dropout": "0.1"' '"bias": 0' '"use_dora": "no"'; do
     mkdir -p "$tmp/typed"

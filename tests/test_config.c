@@ -143,8 +143,9 @@ static void test_errors(void) {
     expect_error("[lora]\nr = abc\n", ":2:", "[lora] r = 'abc' is not an integer", NULL);
     expect_error("[lora]\nr = 8x\n", ":2:", "[lora] r = '8x' is not an integer", NULL);
     expect_error("[lora]\nr =\n", ":2:", "[lora] r = '' is not an integer", NULL);
-    expect_error("[lora]\nr = 99999999999\n", ":2:", "[lora] r = '99999999999' is outside the 32-bit integer range", NULL);
-    expect_error("[train]\nsteps = 99999999999999999999\n", ":2:", "[train] steps", "not an integer");
+    expect_error("[lora]\nr = 99999999999\n", ":2:", "[lora] r = '99999999999' is too large (a 32-bit integer", NULL);
+    expect_error("[train]\nsteps = 99999999999999999999\n", ":2:", "[train] steps", "is too large (a 64-bit integer)");
+    expect_error("[lora]\nr = 4\nalpha = 8\nr = 8\n", "[lora] r is set twice (lines 2 and 4)", NULL, NULL);
     expect_error("[lora]\nr = 0\n", ":2:", "[lora] r must be > 0, got 0", NULL);
     expect_error("[lora]\nr = -3\n", ":2:", "[lora] r must be > 0, got -3", NULL);
     expect_error("[lora]\ndropout = 1\n", ":2:", "[lora] dropout must be in [0, 1), got 1", NULL);

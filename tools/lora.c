@@ -7,6 +7,7 @@
  *   lora tokenize --model DIR [--special] [--pair] [--decode [--skip-special]] FILE   HF tokenizers
  * A thin main: every command is a library call, so tests link the same code.
  */
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -27,8 +28,8 @@
 #include "tokenizer.h"
 #include "trainer.h"
 
-static int usage(void) {
-    fprintf(stderr,
+static int usage_to(FILE *to, int rc) {
+    fprintf(to,
             "usage:\n"
             "  lora train  --config FILE [--set section.key=value ...]\n"
             "  lora eval   --config FILE [--adapter PEFT_DIR] [--set section.key=value ...]\n"
@@ -55,8 +56,9 @@ static int usage(void) {
             "                  [--seed S] [--dtype f32|f16]   (random GPT-2 for benchmarks)\n"
             "  lora init-model --family llama|mistral|qwen2 --out DIR [--layers L --embd C --heads H --kv-heads K\n"
             "                  --inter F --vocab V --positions P] [--seed S] [--dtype f32|f16]   (random LLaMA family)\n");
-    return 2;
+    return rc;
 }
+static int usage(void) { return usage_to(stderr, 2); }
 
 static int cmd_parity(int argc, char **argv) {
     if (argc < 1) return usage();
@@ -398,6 +400,14 @@ static int cmd_merge(int argc, char **argv) {
         model_free(&m);
         return 1;
     }
+    char rm[PATH_MAX], ro[PATH_MAX];
+    if (realpath(m.dir, rm) && realpath(out, ro) && !strcmp(rm, ro)) {
+        fprintf(stderr, "lora merge: --out %s is the base model's own folder: the merged weights would replace the "
+                        "model they are read from; choose another folder\n", out);
+        lora_free(&a);
+        model_free(&m);
+        return 1;
+    }
     int rc = model_save_merged(&m, &a, out, &e);
     if (rc)
         fprintf(stderr, "lora merge: %s\n", e.msg);
@@ -730,6 +740,10 @@ int main(int argc, char **argv) {
     signal(SIGXFSZ, SIG_IGN); /* past a file size limit writes fail with EFBIG and are reported, not a silent kill */
     if (argc < 2) return usage();
     const char *cmd = argv[1];
+    /* --help anywhere (lora --help, lora merge --help): the usage on stdout, exit 0 */
+    if (!strcmp(cmd, "help")) return usage_to(stdout, 0);
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return usage_to(stdout, 0);
     if (!strcmp(cmd, "parity")) return cmd_parity(argc - 2, argv + 2);
     if (!strcmp(cmd, "merge")) return cmd_merge(argc - 2, argv + 2);
     if (!strcmp(cmd, "compare")) return cmd_compare(argc - 2, argv + 2);

@@ -55,7 +55,16 @@ static int parse(opts *o, int argc, char **argv) {
             o->full = 1;
             continue;
         }
-        if (!v) goto bad;
+        if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
+            printf("usage: lora_bench [--family gpt2|llama|bert-cls] [--B n] [--T n] [--r n] [--targets list] [--steps n] "
+                   "[--layers n] [--embd n] [--heads n] [--kv-heads n] [--inter n] [--vocab n] [--json path] "
+                   "[--json-key name] [--full]\n  (make bench runs the standard cases; see README.md)\n");
+            return 1;
+        }
+        if (!v) {
+            fprintf(stderr, "lora_bench: %s needs a value\n", k);
+            return -1;
+        }
         int *ip = !strcmp(k, "--B") ? &o->B : !strcmp(k, "--T") ? &o->T : !strcmp(k, "--r") ? &o->r
                 : !strcmp(k, "--steps") ? &o->steps : !strcmp(k, "--layers") ? &o->layers
                 : !strcmp(k, "--embd") ? &o->embd : !strcmp(k, "--heads") ? &o->heads
@@ -197,7 +206,8 @@ int main(int argc, char **argv) {
     blas_env_setup(argv);
     signal(SIGXFSZ, SIG_IGN); /* past a file size limit writes fail with EFBIG and are reported, not a silent kill */
     opts o = {.r = 8, .json = "build/bench.json", .family = "gpt2"};
-    if (parse(&o, argc, argv)) return 2;
+    int pr = parse(&o, argc, argv);
+    if (pr) return pr > 0 ? 0 : 2; /* 1: --help */
     int llama = !strcmp(o.family, "llama"), bert = !strcmp(o.family, "bert-cls");
     char cfg[512], shape[160];
     if (bert) {

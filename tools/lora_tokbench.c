@@ -23,6 +23,11 @@ int main(int argc, char **argv) {
     int runs = 3, nm = 0;
     char *names[64], *dirs[64];
     for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: lora_tokbench --text FILE [--runs N] [--json OUT] NAME=DIR...\n"
+                   "  tokenization speed of each tokenizer folder DIR on FILE, one thread (make bench runs it)\n");
+            return 0;
+        }
         if (!strcmp(argv[i], "--text") && i + 1 < argc) text = argv[++i];
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
         else if (!strcmp(argv[i], "--runs") && i + 1 < argc) runs = atoi(argv[++i]);

@@ -161,7 +161,8 @@ static int parse_i64(const char *s, long long *out) {
     char *end;
     errno = 0;
     long long x = strtoll(s, &end, 10);
-    if (end == s || *end != '\0' || errno == ERANGE) return -1;
+    if (end == s || *end != '\0') return -1;
+    if (errno == ERANGE) return x > 0 ? 1 : 2; /* an integer, too large / too small */
     *out = x;
     return 0;
 }
@@ -260,10 +261,14 @@ static int rc_apply(run_config *c, const char *section, const char *key, const c
     case K_INT:
     case K_I64: {
         long long x;
-        if (parse_i64(value, &x) != 0)
-            return lerr_set(e, "%s: [%s] %s = '%s' is not an integer", where, section, key, value);
+        int pr = parse_i64(value, &x);
+        if (pr > 0)
+            return lerr_set(e, "%s: [%s] %s = '%s' is too %s (a 64-bit integer)", where, section, key, value,
+                            pr == 1 ? "large" : "small");
+        if (pr != 0) return lerr_set(e, "%s: [%s] %s = '%s' is not an integer", where, section, key, value);
         if (k->kind == K_INT && (x < INT_MIN || x > INT_MAX))
-            return lerr_set(e, "%s: [%s] %s = '%s' is outside the 32-bit integer range", where, section, key, value);
+            return lerr_set(e, "%s: [%s] %s = '%s' is too %s (a 32-bit integer: %d to %d)", where, section, key, value,
+                            x > 0 ? "large" : "small", INT_MIN, INT_MAX);
         if ((bad = range_violation(k->range, (double)x)))
             return lerr_set(e, "%s: [%s] %s %s, got %lld", where, section, key, bad, x);
         if (k->kind == K_INT) *(int *)field = (int)x;
@@ -325,6 +330,7 @@ typedef struct {
     int line;       /* number of the line inih is working on */
     int lines_done; /* complete lines read so far */
     int failed;     /* line of the first error found here (0: none) */
+    int seen[RC_NKEYS]; /* line where each key was set (0: not yet) */
     struct lerr *e;
 } rc_ctx;
 
@@ -362,6 +368,15 @@ static int rc_handler(void *user, const char *section, const char *name, const c
     if (x->failed) return 0;
     char where[RC_PATH + 32];
     snprintf(where, sizeof where, "%s:%d", x->path, x->line);
+    int known;
+    const rc_key *k = find_key(section, name, &known);
+    if (k && x->seen[k - rc_keys]) {
+        lerr_set(x->e, "%s: [%s] %s is set twice (lines %d and %d); keep one", x->path, section, name,
+                 x->seen[k - rc_keys], x->line);
+        x->failed = x->line;
+        return 0;
+    }
+    if (k) x->seen[k - rc_keys] = x->line;
     if (rc_apply(x->c, section, name, value, where, x->e) != 0) {
         x->failed = x->line;
         return 0;

@@ -75,6 +75,43 @@ static int finish_open(train_ctx *t, struct lerr *e) {
     return 0;
 }
 
+/* [lora] init_from must be the adapter the config describes (r, alpha,
+ * rsLoRA, the modules its targets adapt; the whole tensors when the config
+ * names modules_to_save, else the adapter's own modules_to_save decide), or
+ * the run would train something other than what its config says. */
+static int init_from_check(train_ctx *t, const run_config *c, struct lerr *e) {
+    const lora_spec *s = &t->ad.spec;
+    if (s->r != c->r)
+        return lerr_set(e, "[lora] init_from %s has r=%d but the config says r=%d", c->init_from, s->r, c->r);
+    if (s->alpha != c->alpha || s->rslora != c->rslora)
+        return lerr_set(e, "[lora] init_from %s has alpha=%g%s but the config says alpha=%g%s", c->init_from,
+                        s->alpha, s->rslora ? " (rsLoRA)" : "", c->alpha, c->rslora ? " (rsLoRA)" : "");
+    lora_spec want;
+    rc_to_spec(&want, c);
+    int saves = c->modules_to_save[0] != 0;
+    if (save_modules(&want, saves ? c->modules_to_save : NULL, e)) return -1;
+    lora_adapter other;
+    struct lerr e2;
+    if (model_adapter_create(&other, &want, &t->model, 0, &e2)) return lerr_set(e, "[lora] targets: %s", e2.msg);
+    int same = other.n_mod == t->ad.n_mod;
+    for (int i = 0; same && i < other.n_mod; i++) same = other.mod[i].site == t->ad.mod[i].site;
+    int n_mod = other.n_mod, n_whole = other.n_whole, same_whole = !saves || other.n_whole == t->ad.n_whole;
+    for (int i = 0, j = 0; saves && same_whole && i < other.n_tensor; i++) {
+        if (other.tensor[i].kind != LORA_KIND_WHOLE) continue;
+        while (j < t->ad.n_tensor && t->ad.tensor[j].kind != LORA_KIND_WHOLE) j++;
+        same_whole = j < t->ad.n_tensor && !strcmp(other.tensor[i].key, t->ad.tensor[j++].key);
+    }
+    lora_free(&other);
+    if (!same)
+        return lerr_set(e, "[lora] init_from %s adapts %d modules, but the config's targets select %d modules%s",
+                        c->init_from, t->ad.n_mod, n_mod, n_mod == t->ad.n_mod ? " (other ones)" : "");
+    if (!same_whole)
+        return lerr_set(e, "[lora] init_from %s trains %d whole tensors, but the config's modules_to_save = %s "
+                        "selects %d%s", c->init_from, t->ad.n_whole, c->modules_to_save, n_whole,
+                        n_whole == t->ad.n_whole ? " (other ones)" : "");
+    return 0;
+}
+
 int train_ctx_open(train_ctx *t, const run_config *c, const model_alloc *al, struct lerr *e) {
     memset(t, 0, sizeof *t);
     t->cfg = *c;
@@ -100,10 +137,7 @@ int train_ctx_open(train_ctx *t, const run_config *c, const model_alloc *al, str
         if (model_full_adapter(&t->ad, &t->model, e)) goto fail;
     } else if (c->init_from[0]) {
         if (model_load_peft(&t->ad, &t->model, c->init_from, e)) goto fail;
-        if (t->ad.spec.r != c->r) {
-            lerr_set(e, "[lora] init_from %s has r=%d but the config says r=%d", c->init_from, t->ad.spec.r, c->r);
-            goto fail;
-        }
+        if (!c->init_is_eval && init_from_check(t, c, e)) goto fail;
     } else {
         lora_spec spec;
         rc_to_spec(&spec, c);
@@ -426,6 +460,8 @@ int64_t train_test_hook_nan(void) {
 int trainer_parse_args(run_config *c, int argc, char **argv, const char **extra_key, const char **extra_val,
                        struct lerr *e) {
     rc_defaults(c);
+    for (int i = 0; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return 1;
     int have_config = 0;
     /* --config first, so --set overrides apply on top whatever the order */
     for (int i = 0; i < argc; i++)
@@ -440,7 +476,10 @@ int trainer_parse_args(run_config *c, int argc, char **argv, const char **extra_
         } else if (!strcmp(argv[i], "--set")) {
             if (i + 1 >= argc) return lerr_set(e, "--set needs section.key=value");
             if (rc_set(c, argv[++i], e)) return -1;
-        } else if (extra_key && !strcmp(argv[i], *extra_key) && i + 1 < argc) {
+        } else if (extra_key && !strcmp(argv[i], *extra_key)) {
+            if (i + 1 >= argc)
+                return lerr_set(e, "%s needs %s", argv[i],
+                                !strcmp(argv[i], "--resume") ? "auto or a checkpoint PATH" : "a peft adapter folder");
             *extra_val = argv[++i];
         } else {
             return lerr_set(e, "unknown argument '%s'", argv[i]);
@@ -454,12 +493,21 @@ int trainer_main(int argc, char **argv, int eval_only) {
     run_config c;
     struct lerr e = {{0}};
     const char *adapter_key = "--adapter", *adapter_dir = NULL;
-    if (trainer_parse_args(&c, argc, argv, eval_only ? &adapter_key : NULL, &adapter_dir, &e) ||
-        rc_validate(&c, &e)) {
+    int pa = trainer_parse_args(&c, argc, argv, eval_only ? &adapter_key : NULL, &adapter_dir, &e);
+    if (pa == 1) {
+        printf("usage: lora %s --config FILE%s [--set section.key=value ...]\n"
+               "  FILE: an INI run config (configs/*.ini; every key is in README.md's table); --set overrides one key\n",
+               eval_only ? "eval" : "train", eval_only ? " [--adapter PEFT_DIR]" : "");
+        return 0;
+    }
+    if (pa || rc_validate(&c, &e)) {
         fprintf(stderr, "lora %s: %s\n", eval_only ? "eval" : "train", e.msg);
         return 1;
     }
-    if (adapter_dir) snprintf(c.init_from, sizeof c.init_from, "%s", adapter_dir);
+    if (adapter_dir) {
+        snprintf(c.init_from, sizeof c.init_from, "%s", adapter_dir);
+        c.init_is_eval = 1;
+    }
     train_ctx t;
     if (train_ctx_open(&t, &c, NULL, &e)) {
         fprintf(stderr, "lora %s: %s\n", eval_only ? "eval" : "train", e.msg);

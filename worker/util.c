@@ -66,6 +66,17 @@ int mkdir_p(const char *path, struct lerr *e) {
     return 0;
 }
 
+int dir_check_writable(const char *path, struct lerr *e) {
+    if (mkdir_p(path, e)) return -1;
+    char probe[4200];
+    snprintf(probe, sizeof probe, "%s/.lora-probe.%ld", path, (long)getpid());
+    int fd = open(probe, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    if (fd < 0) return lerr_set(e, "%s: cannot write files there: %s", path, strerror(errno));
+    close(fd);
+    unlink(probe);
+    return 0;
+}
+
 int write_file_atomic(const char *path, const void *data, size_t len, struct lerr *e) {
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
