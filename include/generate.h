@@ -31,4 +31,8 @@ int gen_run(const model *m, const lora_adapter *a, const int32_t *prompt, int n_
 /* The token picked from logits (V): argmax at temperature 0, else a draw. */
 int32_t gen_pick(const float *logits, int V, const gen_opts *o, uint64_t draw);
 
+/* `lora generate ARGS...` (worker/cli_generate.c): prints the new ids and,
+ * when the model folder has a tokenizer, their text; returns the exit status. */
+int gen_main(int argc, char **argv);
+
 #endif

@@ -76,6 +76,13 @@ void gqa_attention_forward(float *out, float *att, const float *q, const float *
 void gqa_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *att,
                             const float *q, const float *k, const float *v, int B, int T, int Hq, int Hkv, int d,
                             int ldq, int ldk, int ldv, int window);
+/* Decoding with a KV cache: out (n, Hq*d) for n new queries q (n, ldq) at
+ * positions pos0 .. pos0+n-1, against the cached keys kc and values vc
+ * (pos0+n rows of stride ldc, Hkv heads of d; this step's rows already in).
+ * The same mask, scale and softmax as gqa_attention_forward (query i sees
+ * keys j <= pos0+i, inside the window when window > 0). */
+void gqa_attention_decode(float *out, const float *q, int ldq, const float *kc, const float *vc, int ldc, int n,
+                          int pos0, int Hq, int Hkv, int d, int window);
 /* Floats of scratch the backward needs: omp_get_max_threads() * T * T (call it
  * with the thread count the backward will run with). */
 size_t gqa_attention_scratch_floats(int T);

@@ -84,5 +84,14 @@ const char *tkz_id_to_token(const tkz *t, int32_t id);
 /* Drops the file's truncation and padding (as transformers does when a call
  * asks for neither). */
 void tkz_no_truncation_padding(tkz *t);
+/* Truncation to max_length tokens, special tokens included (LongestFirst,
+ * right, no stride), as transformers' tokenizer(..., truncation=True,
+ * max_length=max_length) sets it. */
+void tkz_set_truncation(tkz *t, size_t max_length);
+/* 1 when id is one of the added tokens marked special ([CLS], <s>...). */
+int tkz_is_special(const tkz *t, int32_t id);
+/* The model's continuing-subword prefix (WordPiece's "##"), or NULL when it
+ * has none: a token that starts with it continues the word before it. */
+const char *tkz_subword_prefix(const tkz *t);
 
 #endif

@@ -33,7 +33,8 @@ REF_CHECKS=("random-shape parity vs HF + peft (gpt2, $PARITY_N configurations)"
     "random-shape parity vs HF + peft (bert-cls, $PARITY_N configurations)"
     "random-shape parity vs HF + peft (bert-ner, $PARITY_N configurations)"
     "BERT round trips (peft loads our adapters, transformers our merged models, we load peft's)"
-    "tokenizers vs HF tokenizers (lora tokenize, every kind, exact ids)")
+    "tokenizers vs HF tokenizers (lora tokenize, every kind, exact ids)"
+    "lora predict vs transformers + peft (BERT sequence and token classification, adapter and merged)")
 ref_ok=0
 if [ "${CI:-}" != "true" ] && [ "${LORA_NO_REF:-}" = 1 ]; then
     not_run+=("${REF_CHECKS[@]}")
@@ -82,6 +83,7 @@ if [ $ref_ok = 1 ]; then
     run "${REF_CHECKS[10]}" tests/ref_parity.sh "$B" bert-ner "$PARITY_N"
     [ "$QUICK" != "--quick" ] && run "${REF_CHECKS[11]}" tests/ref_roundtrip_bert.sh "$B"
     [ "$QUICK" != "--quick" ] && run "${REF_CHECKS[12]}" tests/ref_tokenizer.sh "$B"
+    [ "$QUICK" != "--quick" ] && run "${REF_CHECKS[13]}" tests/ref_predict.sh "$B"
     # mostly Python's time: once, in the normal build (their C side runs under the sanitizers in the
     # other tests, test_tokenizer included)
     [ "$QUICK" = "--quick" ] && echo "(the HF round trips and the tokenizer comparison run in the normal build only)"

@@ -240,5 +240,35 @@ expect_fail "tokenize --pair without a TAB" "--pair needs TEXT_A<TAB>TEXT_B" \
     "$LORA" tokenize --model demo/tiny-gpt2-pydocs --pair "$tmp/hello.txt"
 expect_fail "tokenize --decode on text" "not a list of non-negative ids" \
     "$LORA" tokenize --model demo/tiny-gpt2-pydocs --decode "$tmp/hello.txt"
+# lora predict and lora generate on the wrong model, input or folder
+BERT=$FIX/bert-tiny-cls/base
+expect_fail "predict: a missing adapter" "/nonexistent" "$LORA" predict --model "$BERT" --adapter /nonexistent --text hi
+expect_fail "predict: a causal LM" "is a gpt2 CAUSAL_LM model: predict takes a classifier" \
+    "$LORA" predict --model demo/tiny-gpt2-pydocs --text hi
+expect_fail "predict: an empty --text" "--text is empty" "$LORA" predict --model "$BERT" --text " "
+expect_fail "predict: neither --text nor --file" "give the input as --text TEXT or --file FILE" \
+    "$LORA" predict --model "$BERT"
+expect_fail "predict: a folder without a tokenizer" "no tokenizer.json, vocab.json + merges.txt or vocab.txt" \
+    "$LORA" predict --model "$BERT" --text hi
+mkdir -p "$tmp/bert-big" "$tmp/bert-vocab"
+cp "$BERT"/* demo/tiny-gpt2-pydocs/tokenizer.json "$tmp/bert-big/"
+expect_fail "predict: a tokenizer larger than the model's vocabulary" "it is not this model's tokenizer" \
+    "$LORA" predict --model "$tmp/bert-big" --text hi
+cp "$BERT"/* "$tmp/bert-vocab/"
+printf '%s\n' "[PAD]" "[UNK]" "[CLS]" "[SEP]" "[MASK]" a b c d e f g h i j k l m n o p q r s t u v w x y z >"$tmp/bert-vocab/vocab.txt"
+printf 'a b c\n\nd e\n' >"$tmp/lines.txt"
+expect_fail "predict --file: an empty line" "lines.txt:2: the text is empty" \
+    "$LORA" predict --model "$tmp/bert-vocab" --file "$tmp/lines.txt"
+expect_fail "predict --file: a missing file" "/nonexistent.txt: cannot open" \
+    "$LORA" predict --model "$tmp/bert-vocab" --file /nonexistent.txt
+expect_fail "generate: a classification model" "is a bert SEQ_CLS model: generate takes a causal LM" \
+    "$LORA" generate --model "$BERT" --ids "1 2 3"
+expect_fail "generate --prompt: a folder without a tokenizer" "no tokenizer.json, vocab.json + merges.txt or vocab.txt" \
+    "$LORA" generate --model "$FIX/llama-tiny/base" --prompt "hello"
+expect_fail "generate: both --prompt and --ids" "give the prompt as --prompt TEXT or as --ids" \
+    "$LORA" generate --model demo/tiny-gpt2-pydocs --prompt hi --ids "1 2"
+expect_fail "generate: an empty --prompt" "--prompt is empty" "$LORA" generate --model demo/tiny-gpt2-pydocs --prompt ""
+expect_fail "generate: a missing adapter" "/nonexistent" \
+    "$LORA" generate --model demo/tiny-gpt2-pydocs --adapter /nonexistent --prompt hi
 [ $fails -eq 0 ] && echo "bad inputs: all cases gave a clear error" || echo "bad inputs: $fails case(s) failed"
 exit $((fails > 0))

@@ -5,6 +5,11 @@
 #   ours_to_hf TAG BASE TARGETS SEQ_LEN
 #                               lora train on BASE writes an adapter that peft loads with our logits,
 #                               loss and validation loss; the merged model loads in transformers
+#   gen_same NAME MODEL ADAPTER|- IDS N
+#                               greedy lora generate --ids equals transformers' generate, id for id
+#   gen_prompt_same NAME MODEL ADAPTER|- PROMPT N
+#                               the same from a text prompt: the prompt's ids (the folder's tokenizer)
+#                               and the new ids equal transformers'
 step() { # step NAME CMD...: runs CMD, its output indented; a failure is a FAIL named NAME
     local name=$1
     shift
@@ -55,3 +60,33 @@ ours_to_hf() { # ours_to_hf TAG BASE TARGETS SEQ_LEN
         "$d/batch.st" "$d/ours-merged.st"
 }
 
+
+# greedy generation with the KV cache equals transformers' generate, id for id (EOS ignored on both sides)
+gen_same() { # gen_same NAME MODEL ADAPTER|- IDS N
+    local ad=()
+    [ "$3" != - ] && ad=(--adapter "$3")
+    local ours theirs
+    ours=$("$LORA" generate --model "$2" "${ad[@]}" --ids "$4" --max-new-tokens "$5" --ignore-eos true | sed -n 's/^ids: //p')
+    theirs=$($HF generate "$2" "$3" "$4" "$5" | sed -n 's/^ids: //p')
+    if [ -n "$ours" ] && [ "$ours" = "$theirs" ]; then
+        pass "$1: greedy generate equals transformers' ($5 tokens: $(cut -c1-60 <<<"$ours")...)"
+    else
+        fail "$1: greedy generate: ours '$ours', transformers' '$theirs'"
+    fi
+}
+gen_prompt_same() { # gen_prompt_same NAME MODEL ADAPTER|- PROMPT N
+    local ad=()
+    [ "$3" != - ] && ad=(--adapter "$3")
+    local ours theirs
+    ours=$("$LORA" generate --model "$2" "${ad[@]}" --prompt "$4" --max-new-tokens "$5" --ignore-eos true)
+    theirs=$($HF generate-text "$2" "$3" "$4" "$5")
+    local op tp oi ti
+    op=$(sed -n 's/^prompt ids: //p' <<<"$ours") tp=$(sed -n 's/^prompt ids: //p' <<<"$theirs")
+    oi=$(sed -n 's/^ids: //p' <<<"$ours") ti=$(sed -n 's/^ids: //p' <<<"$theirs")
+    if [ -n "$op" ] && [ "$op" = "$tp" ] && [ -n "$oi" ] && [ "$oi" = "$ti" ] && grep -q '^text: ' <<<"$ours"; then
+        pass "$1: greedy generate --prompt equals transformers' (prompt ids $op; $5 new: $(cut -c1-50 <<<"$oi")...)"
+        sed -n 's/^text: /     text: /p' <<<"$ours" | cut -c1-120
+    else
+        fail "$1: generate --prompt: ours prompt '$op' ids '$oi', transformers' prompt '$tp' ids '$ti'"
+    fi
+}

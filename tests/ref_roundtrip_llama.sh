@@ -1,5 +1,8 @@
 #!/bin/bash
 # Round trips of the LLaMA family with the real HF stack (the reference environment, tests/ref/):
+#  - greedy `lora generate` (KV cache) equals transformers' generate id for id, from ids (llama-tiny base,
+#    with our adapter, merged; qwen2 and mistral with our adapters) and from a text prompt through a
+#    tokenizer HF trains (the prompt's ids with LLaMA's BOS too);
 #  - ours -> HF, for llama (the llama-tiny fixture, untied, every module a target), qwen2 (tied,
 #    q/k/v biases, BF16 weights), mistral (head_dim given, sliding window, weights sharded in three
 #    files with model.safetensors.index.json) and llama with every bias (F16 weights): an adapter
@@ -26,12 +29,30 @@ ALL="q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj"
 ours_to_hf llama-tiny tests/fixtures/llama-tiny/base "$ALL" 16
 step "llama-tiny: our merged model's logits equal our adapter's" $HF compare "$TMPD/llama-tiny/ours-merged.st" \
     "$TMPD/llama-tiny/ours.st"
+# greedy generation with the KV cache (RoPE at each position, GQA) equals transformers' generate: from ids
+# and from a text prompt (a byte-level BPE tokenizer HF trains, BOS from its post-processor), on the base,
+# with our adapter, and on our merged model
+gen_same "llama-tiny" tests/fixtures/llama-tiny/base - "1 17 200 3 45" 40
+gen_same "llama-tiny + our adapter" tests/fixtures/llama-tiny/base "$TMPD/llama-tiny/adapter" "1 5 17 200 3" 40
+gen_same "llama-tiny, our merged model" "$TMPD/llama-tiny/merged" - "1 5 17 200 3" 40
+mkdir -p "$TMPD/llama-text"
+cp tests/fixtures/llama-tiny/base/* "$TMPD/llama-text/"
+step "llama-tiny: HF trains a byte-level BPE tokenizer for it" $PY tests/ref/predict_ref.py llama-tokenizer \
+    "$TMPD/llama-text"
+cp "$TMPD/llama-text/tokenizer.json" "$TMPD/llama-text/tokenizer_config.json" "$TMPD/llama-tiny/merged/"
+gen_prompt_same "llama-tiny" "$TMPD/llama-text" - "The movie was absolutely wonderful!" 32
+gen_prompt_same "llama-tiny + our adapter" "$TMPD/llama-text" "$TMPD/llama-tiny/adapter" "lighthouse (n):" 32
+gen_prompt_same "llama-tiny, our merged model" "$TMPD/llama-tiny/merged" - "lighthouse (n):" 32
+
 $HF random-model qwen2 31 "$TMPD/qwen2-base" --dtype bfloat16 2>/dev/null || fail "random qwen2 model"
 ours_to_hf qwen2-bf16 "$TMPD/qwen2-base" "q_proj, v_proj, down_proj" 24
+gen_same "qwen2 (BF16, tied) + our adapter" "$TMPD/qwen2-base" "$TMPD/qwen2-bf16/adapter" "1 9 33 7" 40
 $HF random-model mistral 32 "$TMPD/mistral-base" --shard 150KB 2>/dev/null || fail "random mistral model"
 ls "$TMPD/mistral-base" | grep -q "model-00003-of-00003.safetensors" && pass "the mistral model is in three shards" ||
     fail "the mistral model is not sharded: $(ls "$TMPD/mistral-base")"
 ours_to_hf mistral-sharded "$TMPD/mistral-base" "k_proj, o_proj, gate_proj, up_proj" 32
+gen_same "mistral (sharded, head_dim given) + our adapter" "$TMPD/mistral-base" "$TMPD/mistral-sharded/adapter" \
+    "1 9 33 7" 40
 $HF random-model llama 33 "$TMPD/llama-bias" --dtype float16 2>/dev/null || fail "random llama model"
 ours_to_hf llama-biases-f16 "$TMPD/llama-bias" "$ALL" 20
 

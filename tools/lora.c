@@ -22,6 +22,7 @@
 #include "dataset.h"
 #include "generate.h"
 #include "parity.h"
+#include "predict.h"
 #include "plot.h"
 #include "safetensors.h"
 #include "util.h"
@@ -40,8 +41,10 @@ static int usage_to(FILE *to, int rc) {
             "  lora logits --model HF_DIR [--adapter PEFT_DIR | --checkpoint FILE.h5] --input BATCH.safetensors\n"
             "              [--out FILE.safetensors]\n"
             "              (forward on input_ids (B, T) [attention_mask, token_type_ids, labels]: writes logits and loss)\n"
-            "  lora generate --model DIR [--adapter PEFT_DIR] --ids \"ID ...\" [--max-new-tokens N] [--temperature T]\n"
-            "                [--top-k K] [--top-p P] [--seed S] [--ignore-eos true]   (greedy when T = 0)\n"
+            "  lora generate --model DIR [--adapter PEFT_DIR] (--prompt TEXT | --ids \"ID ...\") [--max-new-tokens N]\n"
+            "                [--temperature T] [--top-k K] [--top-p P] [--seed S] [--ignore-eos true]   (greedy when T = 0)\n"
+            "  lora predict --model DIR [--adapter PEFT_DIR] (--text TEXT | --file FILE)   (BERT classification:\n"
+            "               the label and its probabilities, or the entities; --file: one JSON line per input line)\n"
             "  lora plot METRICS_FILE --out curve.png   (training/validation loss and the metric against steps)\n"
             "  lora compare ADAPTER_A ADAPTER_B [--tol REL]   (no --tol: must be bitwise equal)\n"
             "  lora show FILE.safetensors TENSOR   (prints the values, one per line)\n"
@@ -538,84 +541,6 @@ done:
     return rc;
 }
 
-/* "true"/"false"/"1"/"0" for a flag's value; *end set past it (NULL on anything else). */
-static int parse_flag(const char *v, char **end) {
-    int t = !strcmp(v, "true") || !strcmp(v, "1"), f = !strcmp(v, "false") || !strcmp(v, "0");
-    *end = (char *)(t || f ? v + strlen(v) : v);
-    return t;
-}
-
-static int cmd_generate(int argc, char **argv) {
-    const char *dir = NULL, *adapter = NULL, *ids = NULL;
-    gen_opts o = {.max_new = 32, .temperature = 0, .top_k = 0, .top_p = 1, .seed = 1, .stop_at_eos = 1};
-    for (int i = 0; i + 1 < argc; i += 2) {
-        const char *k = argv[i], *v = argv[i + 1];
-        char *end = NULL;
-        if (!strcmp(k, "--model")) dir = v;
-        else if (!strcmp(k, "--adapter")) adapter = v;
-        else if (!strcmp(k, "--ids")) ids = v;
-        else if (!strcmp(k, "--max-new-tokens")) o.max_new = (int)strtol(v, &end, 10);
-        else if (!strcmp(k, "--temperature")) o.temperature = strtof(v, &end);
-        else if (!strcmp(k, "--top-k")) o.top_k = (int)strtol(v, &end, 10);
-        else if (!strcmp(k, "--top-p")) o.top_p = strtof(v, &end);
-        else if (!strcmp(k, "--seed")) o.seed = strtoull(v, &end, 10);
-        else if (!strcmp(k, "--ignore-eos")) o.stop_at_eos = !parse_flag(v, &end);
-        else {
-            fprintf(stderr, "lora generate: unknown option '%s'\n", k);
-            return 2;
-        }
-        if (end && *end) {
-            fprintf(stderr, "lora generate: %s needs a number, got '%s'\n", k, v);
-            return 2;
-        }
-    }
-    if (!dir || !ids || argc % 2 || o.max_new < 1 || o.max_new > 1 << 20 || o.temperature < 0 || o.top_k < 0 ||
-        !(o.top_p > 0 && o.top_p <= 1))
-        return usage();
-    struct lerr e = {{0}};
-    model m;
-    lora_adapter a = {0};
-    int rc = 1, have = 0, n = 0;
-    int32_t *prompt = xmalloc(sizeof(int32_t) * (strlen(ids) / 2 + 2)), *out = NULL;
-    double *ms = NULL;
-    for (const char *p = ids; *p;) {
-        char *end;
-        long x = strtol(p, &end, 10);
-        if (end == p) {
-            fprintf(stderr, "lora generate: --ids must be integers separated by spaces, got '%s'\n", ids);
-            free(prompt);
-            return 2;
-        }
-        prompt[n++] = (int32_t)x;
-        p = end + strspn(end, " \t,");
-    }
-    if (model_open(&m, dir, NULL, &e)) goto done;
-    if (adapter) {
-        if (model_load_peft(&a, &m, adapter, &e)) goto done;
-        have = 1;
-    }
-    out = xmalloc(sizeof(int32_t) * (size_t)o.max_new);
-    ms = xmalloc(sizeof(double) * (size_t)o.max_new);
-    int k = gen_run(&m, have ? &a : NULL, prompt, n, &o, out, ms, &e);
-    if (k < 0) goto done;
-    printf("ids:");
-    for (int i = 0; i < k; i++) printf(" %d", out[i]);
-    printf("\n");
-    double rest = 0;
-    for (int i = 1; i < k; i++) rest += ms[i];
-    printf("%d new tokens: %.1f ms for the prompt (%d tokens) and the first, %.2f ms per token after it\n", k, ms[0],
-           n, k > 1 ? rest / (k - 1) : 0.0);
-    rc = 0;
-done:
-    if (rc) fprintf(stderr, "lora generate: %s\n", e.msg);
-    free(prompt);
-    free(out);
-    free(ms);
-    if (have) lora_free(&a);
-    model_free(&m);
-    return rc;
-}
-
 static int cmd_plot(int argc, char **argv) {
     if (argc != 3 || strcmp(argv[1], "--out")) return usage();
     struct lerr e = {{0}};
@@ -754,7 +679,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "show")) return cmd_show(argc - 2, argv + 2);
     if (!strcmp(cmd, "logits")) return cmd_logits(argc - 2, argv + 2);
     if (!strcmp(cmd, "plot")) return cmd_plot(argc - 2, argv + 2);
-    if (!strcmp(cmd, "generate")) return cmd_generate(argc - 2, argv + 2);
+    if (!strcmp(cmd, "generate")) return gen_main(argc - 2, argv + 2);
+    if (!strcmp(cmd, "predict")) return pred_main(argc - 2, argv + 2);
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 2, argv + 2);
     if (!strcmp(cmd, "train")) return trainer_main(argc - 2, argv + 2, 0);
     if (!strcmp(cmd, "eval")) return trainer_main(argc - 2, argv + 2, 1);

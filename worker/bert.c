@@ -95,7 +95,7 @@ static int read_architectures(bert_config *c, const cJSON *root, const char *pat
 
 /* num_labels as HF derives it: len(id2label); a "num_labels" key must agree;
  * neither: 2 (PretrainedConfig's default). */
-static int read_labels(bert_config *c, const cJSON *root, const char *path, struct lerr *e) {
+static int read_labels(model *m, bert_config *c, const cJSON *root, const char *path, struct lerr *e) {
     const int max_labels = 1 << 16;
     int from_key = 0;
     if (model_json_int(root, "num_labels", &from_key, 0, 1, max_labels, path, e)) return -1;
@@ -125,6 +125,12 @@ static int read_labels(bert_config *c, const cJSON *root, const char *path, stru
             return lerr_set(e, "%s: \"label2id\" must be an object with as many entries as id2label (%d)", path, n);
         if (from_key && from_key != n)
             return lerr_set(e, "%s: \"num_labels\" = %d but \"id2label\" has %d entries", path, from_key, n);
+        /* the names, for lora predict (keys checked above: each of 0..n-1 once) */
+        free(m->label_names);
+        m->label_names = calloc((size_t)n, sizeof *m->label_names);
+        if (!m->label_names) return lerr_set(e, "out of memory");
+        cJSON_ArrayForEach(it, id2) snprintf(m->label_names[strtol(it->string, NULL, 10)], sizeof *m->label_names,
+                                             "%s", it->valuestring);
     }
     c->n_labels = n ? n : from_key ? from_key : 2;
     return 0;
@@ -148,7 +154,7 @@ static int describe(model *m, const void *rootv, const char *path, struct lerr *
         model_json_int(root, "max_position_embeddings", &c->max_pos, 1, 1, 1 << 20, path, e) ||
         model_json_int(root, "type_vocab_size", &c->type_vocab, 0, 1, 1 << 16, path, e) ||
         model_json_int(root, "pad_token_id", &pad, 0, -(1 << 22), (1 << 22) - 1, path, e) ||
-        read_labels(c, root, path, e))
+        read_labels(m, c, root, path, e))
         return -1;
     if (c->hidden % c->n_head)
         return lerr_set(e, "%s: hidden_size %d is not a multiple of num_attention_heads %d", path, c->hidden,

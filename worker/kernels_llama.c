@@ -21,6 +21,7 @@
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* kernels.c's exp_fast (Cephes' reduction and polynomial, within 2 ulp of
@@ -186,6 +187,43 @@ void gqa_attention_forward(float *out, float *att, const float *q, const float *
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, d, T, 1.0f, p, T, vh, ldv, 0.0f,
                         out + (long)b * T * ldo + (long)h * d, ldo);
         }
+    }
+}
+
+void gqa_attention_decode(float *out, const float *q, int ldq, const float *kc, const float *vc, int ldc, int n,
+                          int pos0, int Hq, int Hkv, int d, int window) {
+    int G = Hq / Hkv, ldo = Hq * d, Tk = pos0 + n;
+    float scale = (float)(1.0 / sqrt((double)d));
+#pragma omp parallel
+    {
+        float *row = malloc(sizeof(float) * (size_t)Tk);
+#pragma omp for schedule(static) collapse(2)
+        for (int i = 0; i < n; i++)
+            for (int h = 0; h < Hq; h++) {
+                int t = pos0 + i, j0 = first_key(t, window);
+                const float *qi = q + (long)i * ldq + (long)h * d;
+                const float *kh = kc + (long)(h / G) * d, *vh = vc + (long)(h / G) * d;
+                float mx = -INFINITY;
+                for (int j = j0; j <= t; j++) {
+                    const float *kj = kh + (long)j * ldc;
+                    float s = 0;
+                    for (int c = 0; c < d; c++) s += qi[c] * kj[c];
+                    row[j] = s * scale;
+                    if (row[j] > mx) mx = row[j];
+                }
+                double sum = 0;
+                for (int j = j0; j <= t; j++) row[j] = exp_fast(row[j] - mx);
+                for (int j = j0; j <= t; j++) sum += row[j];
+                float inv = (float)(1.0 / sum);
+                float *o = out + (long)i * ldo + (long)h * d;
+                for (int c = 0; c < d; c++) o[c] = 0;
+                for (int j = j0; j <= t; j++) {
+                    const float *vj = vh + (long)j * ldc;
+                    float p = row[j] * inv;
+                    for (int c = 0; c < d; c++) o[c] += p * vj[c];
+                }
+            }
+        free(row);
     }
 }
 

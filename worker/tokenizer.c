@@ -575,6 +575,24 @@ void tkz_no_truncation_padding(tkz *t) {
     t->pad.on = 0;
 }
 
+void tkz_set_truncation(tkz *t, size_t max_length) {
+    t->trunc.on = 1;
+    t->trunc.max_length = max_length;
+    t->trunc.stride = 0;
+    t->trunc.strategy = TR_LONGEST_FIRST;
+    t->trunc.left = 0;
+}
+
+int tkz_is_special(const tkz *t, int32_t id) {
+    for (int i = 0; i < t->n_added; i++)
+        if (t->added[i].content && t->added[i].id == id) return t->added[i].special;
+    return 0;
+}
+
+const char *tkz_subword_prefix(const tkz *t) {
+    return t->model.prefix && t->model.prefix_len ? t->model.prefix : NULL;
+}
+
 const char *tkz_kind(const tkz *t) { return t->kind; }
 
 int tkz_vocab_size(const tkz *t) {

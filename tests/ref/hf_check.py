@@ -37,6 +37,9 @@ fails, printing what differed, and 0 when all passed.
         prints "peft val loss X": the mean loss over the windows `lora eval` takes
   hf_check.py generate MODEL_DIR ADAPTER_DIR|- "ID ..." N
         prints "ids: ..." of transformers' greedy generate (N new tokens, EOS ignored)
+  hf_check.py generate-text MODEL_DIR ADAPTER_DIR|- PROMPT N
+        the same for a text prompt, tokenized with MODEL_DIR/tokenizer.json as
+        tokenizer(PROMPT) does (special tokens added); prints "prompt ids: ..." too
   hf_check.py compare OURS.safetensors REF.safetensors [--tol 1e-4]
         logits and loss of two files (relative error: ||a - b|| / ||b||)
   hf_check.py h5-checkpoint CKPT.h5 ADAPTER_DIR
@@ -378,11 +381,28 @@ def cmd_generate(model_dir, adapter, ids, n):
         model = PeftModel.from_pretrained(model, adapter)
     model.eval()
     inp = torch.tensor([[int(x) for x in ids.split()]])
+    # EOS ignored as `lora generate --ignore-eos true` ignores it: it may be picked and generation goes on
+    # (min_new_tokens would instead forbid it, changing the argmax wherever EOS wins)
+    # (a generation_config passed in with eos_token_id None is filled back from the model's: clear both)
+    model.generation_config.eos_token_id = None
+    model.config.eos_token_id = None
     with torch.no_grad():
         out = model.generate(input_ids=inp, attention_mask=torch.ones_like(inp), max_new_tokens=int(n),
-                             min_new_tokens=int(n), do_sample=False, num_beams=1, pad_token_id=0)
+                             do_sample=False, num_beams=1, pad_token_id=0)
+    if out.shape[1] - inp.shape[1] != int(n):
+        print(f"transformers generated {out.shape[1] - inp.shape[1]} tokens, not {n}")
+        return 1
     print("ids: " + " ".join(str(int(t)) for t in out[0, inp.shape[1]:]))
     return 0
+
+
+def cmd_generate_text(model_dir, adapter, prompt, n):
+    """As cmd_generate, the prompt tokenized by the folder's tokenizer.json as tokenizer(prompt) does."""
+    from transformers import PreTrainedTokenizerFast
+    tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(model_dir, "tokenizer.json"))
+    ids = tok(prompt)["input_ids"]
+    print("prompt ids: " + " ".join(str(i) for i in ids))
+    return cmd_generate(model_dir, adapter, " ".join(str(i) for i in ids), n)
 
 
 def cmd_random_model(family, seed, out, dtype="float32", shard=None):
@@ -603,6 +623,7 @@ def main(argv):
         "peft-eval": (5, lambda a: cmd_peft_eval(*a)),
         "compare": (2, lambda a: cmd_compare(*a, tol)),
         "generate": (4, lambda a: cmd_generate(*a)),
+        "generate-text": (4, lambda a: cmd_generate_text(*a)),
         "h5-checkpoint": (2, lambda a: cmd_h5(*a)),
         "bert-base": (4, lambda a: cmd_bert_base(*a)),
     }
