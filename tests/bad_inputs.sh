@@ -58,6 +58,24 @@ expect_fail "lora eval --adapter without its value" "--adapter needs a peft adap
 : >"$tmp/a-file"
 expect_fail "checkpoint.dir is a file (fails at start)" "[checkpoint] dir: $tmp/a-file: not a directory" \
     "$B/bin/lora_worker" --config configs/demo.ini --set checkpoint.dir="$tmp/a-file"
+expect_fail "lora merge with an unknown option (named, not the whole usage)" "lora merge: unknown option '--modle'" \
+    "$LORA" merge --modle x --out y
+expect_fail "lora merge without --out" "lora merge: --out DIR is required" "$LORA" merge --model x --adapter y
+expect_fail "lora tokens with a non-number" "lora tokens: --vocab needs an integer, got 'abc'" \
+    "$LORA" tokens --vocab abc --out "$tmp/t.tok"
+expect_fail "lora logits with an option missing its value" "lora logits: --input needs a value" \
+    "$LORA" logits --model x --input
+expect_fail "lora with an unknown command" "lora: unknown command 'frob'" "$LORA" frob
+# --help on every program: the usage on stdout, exit 0 (under mpirun for lora_worker: all ranks agree)
+for prog in "$LORA" "$LORA merge" "$LORA train" "$B/bin/lora_worker" "$B/bin/lora_bench" "$B/bin/lora_tokbench"; do
+    # shellcheck disable=SC2086
+    if $prog --help >"$tmp/help" 2>&1 && grep -q "usage" "$tmp/help"; then
+        echo "ok   $prog --help: exit 0, $(head -c 80 "$tmp/help" | head -n 1)"
+    else
+        echo "FAIL $prog --help: exit non-zero or no usage: $(head -c 200 "$tmp/help")"
+        fails=$((fails + 1))
+    fi
+done
 mkdir -p "$tmp/selfmerge" && cp -r "$FIX/gpt2-tiny/base/." "$tmp/selfmerge/"
 expect_fail "lora merge --out the base model's own folder" "is the base model's own folder" \
     "$LORA" merge --model "$tmp/selfmerge" --adapter "$FIX/gpt2-tiny/lora-trained" --out "$tmp/selfmerge/"

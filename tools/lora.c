@@ -9,6 +9,7 @@
  */
 #include <limits.h>
 #include <math.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,8 +64,31 @@ static int usage_to(FILE *to, int rc) {
 }
 static int usage(void) { return usage_to(stderr, 2); }
 
+/* A bad command line: "lora CMD: <what>" naming the option, exit status 2. */
+static const char *g_cmd = "";
+static int bad(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int bad(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "lora %s: ", g_cmd);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, " (lora --help shows the usage)\n");
+    va_end(ap);
+    return 2;
+}
+/* OPTION VALUE pairs: every option known (names, NULL-terminated) and given a value. */
+static int kv_args(int argc, char **argv, const char *const *names) {
+    for (int i = 0; i < argc; i += 2) {
+        int known = 0;
+        for (int k = 0; names[k]; k++) known |= !strcmp(argv[i], names[k]);
+        if (!known) return bad("unknown option '%s'", argv[i]);
+        if (i + 1 >= argc) return bad("%s needs a value", argv[i]);
+    }
+    return 0;
+}
+
 static int cmd_parity(int argc, char **argv) {
-    if (argc < 1) return usage();
+    if (argc < 1) return bad("needs a FIXTURE_DIR");
     double tol = PARITY_TOL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--tol") && i + 1 < argc) {
@@ -75,22 +99,22 @@ static int cmd_parity(int argc, char **argv) {
                 return 2;
             }
         } else
-            return usage();
+            return bad("unexpected argument '%s'", argv[i]);
     }
     return parity_run(argv[0], tol, stdout);
 }
 
 /* Compares two adapters tensor by tensor (same keys and shapes required). */
 static int cmd_compare(int argc, char **argv) {
-    if (argc < 2) return usage();
+    if (argc < 2) return bad("needs two adapter folders");
     double tol = 0;
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--tol") && i + 1 < argc) {
             char *end;
             tol = strtod(argv[++i], &end);
-            if (*end || tol < 0) return usage();
+            if (*end || tol < 0) return bad("--tol needs a number >= 0, got '%s'", argv[i]);
         } else
-            return usage();
+            return bad("unexpected argument '%s'", argv[i]);
     }
     struct lerr e = {{0}};
     st_file *fa = NULL, *fb = NULL;
@@ -141,7 +165,7 @@ static int cmd_compare(int argc, char **argv) {
 
 /* Prints one tensor of a safetensors file, a value per line (%.9g). */
 static int cmd_show(int argc, char **argv) {
-    if (argc != 2) return usage();
+    if (argc != 2) return bad("needs FILE.safetensors and a TENSOR name");
     struct lerr e = {{0}};
     st_file *f = st_open(argv[0], &e);
     if (!f) {
@@ -171,16 +195,19 @@ static int cmd_show(int argc, char **argv) {
 static int cmd_tokens(int argc, char **argv) {
     long long vocab = 0, count = 0, seed = 1;
     const char *out = NULL;
+    static const char *const names[] = {"--vocab", "--count", "--seed", "--out", NULL};
+    if (kv_args(argc, argv, names)) return 2;
     for (int i = 0; i + 1 < argc; i += 2) {
         char *end = NULL;
         if (!strcmp(argv[i], "--vocab")) vocab = strtoll(argv[i + 1], &end, 10);
         else if (!strcmp(argv[i], "--count")) count = strtoll(argv[i + 1], &end, 10);
         else if (!strcmp(argv[i], "--seed")) seed = strtoll(argv[i + 1], &end, 10);
         else if (!strcmp(argv[i], "--out")) out = argv[i + 1];
-        else return usage();
-        if (end && *end) return usage();
+        if (end && *end) return bad("%s needs an integer, got '%s'", argv[i], argv[i + 1]);
     }
-    if (!out || vocab < 2 || vocab > 65535 || count < 1 || argc % 2) return usage();
+    if (!out) return bad("--out FILE is required");
+    if (vocab < 2 || vocab > 65535) return bad("--vocab must be in [2, 65535], got %lld", vocab);
+    if (count < 1) return bad("--count must be >= 1, got %lld", count);
     int32_t *ids = xmalloc(sizeof(int32_t) * (size_t)count);
     rng_t r;
     rng_seed(&r, (uint64_t)seed);
@@ -207,6 +234,8 @@ static int cmd_tokens(int argc, char **argv) {
 static int cmd_dataset(int argc, char **argv) {
     long long vocab = 0, labels = 0, count = 0, seq = 0, seed = 1;
     const char *out = NULL, *task = NULL;
+    static const char *const names[] = {"--vocab", "--labels", "--count", "--seq", "--seed", "--out", "--task", NULL};
+    if (kv_args(argc, argv, names)) return 2;
     for (int i = 0; i + 1 < argc; i += 2) {
         char *end = NULL;
         if (!strcmp(argv[i], "--vocab")) vocab = strtoll(argv[i + 1], &end, 10);
@@ -216,13 +245,14 @@ static int cmd_dataset(int argc, char **argv) {
         else if (!strcmp(argv[i], "--seed")) seed = strtoll(argv[i + 1], &end, 10);
         else if (!strcmp(argv[i], "--out")) out = argv[i + 1];
         else if (!strcmp(argv[i], "--task")) task = argv[i + 1];
-        else return usage();
-        if (end && *end) return usage();
+        if (end && *end) return bad("%s needs an integer, got '%s'", argv[i], argv[i + 1]);
     }
     int tokcls = task && !strcmp(task, "TOKEN_CLS");
-    if (!out || !task || (!tokcls && strcmp(task, "SEQ_CLS")) || vocab < 4 || labels < 1 || labels > 1000 ||
-        count < 1 || count > 10000000 || seq < 2 || seq > 65536 || argc % 2)
-        return usage();
+    if (!out || !task) return bad("--task and --out are required");
+    if (!tokcls && strcmp(task, "SEQ_CLS")) return bad("--task must be SEQ_CLS or TOKEN_CLS, got '%s'", task);
+    if (vocab < 4 || labels < 1 || labels > 1000 || count < 1 || count > 10000000 || seq < 2 || seq > 65536)
+        return bad("sizes out of range: --vocab >= 4, --labels 1..1000, --count 1..10000000, --seq 2..65536 "
+                   "(got %lld, %lld, %lld, %lld)", vocab, labels, count, seq);
     size_t NT = (size_t)count * (size_t)seq;
     int64_t *ids = xcalloc(NT, sizeof(int64_t)), *mask = xcalloc(NT, sizeof(int64_t));
     int64_t *lab = xcalloc(tokcls ? NT : (size_t)count, sizeof(int64_t));
@@ -269,6 +299,9 @@ static int cmd_init_model(int argc, char **argv) {
     long L = 12, H = 12, C = 768, V = 50257, P = 1024, KV = 0, F = 0;
     long long seed = 1234;
     const char *out = NULL, *dtype = "f32", *family = "gpt2";
+    static const char *const names[] = {"--out", "--dtype", "--family", "--preset", "--layers", "--embd", "--heads",
+                                        "--vocab", "--positions", "--seed", "--kv-heads", "--inter", NULL};
+    if (kv_args(argc, argv, names)) return 2;
     for (int i = 0; i + 1 < argc; i += 2) {
         char *end = NULL;
         long v = 0;
@@ -276,10 +309,10 @@ static int cmd_init_model(int argc, char **argv) {
         else if (!strcmp(argv[i], "--dtype")) dtype = argv[i + 1];
         else if (!strcmp(argv[i], "--family")) family = argv[i + 1];
         else if (!strcmp(argv[i], "--preset")) {
-            if (strcmp(argv[i + 1], "gpt2-124m")) return usage();
+            if (strcmp(argv[i + 1], "gpt2-124m")) return bad("--preset: the one preset is gpt2-124m, got '%s'", argv[i + 1]);
         } else {
             v = strtol(argv[i + 1], &end, 10);
-            if (*end || v < 1 || v > 1000000) return usage();
+            if (*end || v < 1 || v > 1000000) return bad("%s needs an integer in [1, 1000000], got '%s'", argv[i], argv[i + 1]);
             if (!strcmp(argv[i], "--layers")) L = v;
             else if (!strcmp(argv[i], "--embd")) C = v;
             else if (!strcmp(argv[i], "--heads")) H = v;
@@ -288,12 +321,14 @@ static int cmd_init_model(int argc, char **argv) {
             else if (!strcmp(argv[i], "--seed")) seed = v;
             else if (!strcmp(argv[i], "--kv-heads")) KV = v;
             else if (!strcmp(argv[i], "--inter")) F = v;
-            else return usage();
         }
     }
     int gpt2 = !strcmp(family, "gpt2");
-    if (!out || argc % 2 || (gpt2 && C % H) || (strcmp(dtype, "f32") && strcmp(dtype, "f16"))) return usage();
-    if (!gpt2 && strcmp(family, "llama") && strcmp(family, "mistral") && strcmp(family, "qwen2")) return usage();
+    if (!out) return bad("--out DIR is required");
+    if (gpt2 && C % H) return bad("--embd %ld is not a multiple of --heads %ld", C, H);
+    if (strcmp(dtype, "f32") && strcmp(dtype, "f16")) return bad("--dtype must be f32 or f16, got '%s'", dtype);
+    if (!gpt2 && strcmp(family, "llama") && strcmp(family, "mistral") && strcmp(family, "qwen2"))
+        return bad("--family must be gpt2, llama, mistral or qwen2, got '%s'", family);
     char cfg[512];
     if (gpt2)
         snprintf(cfg, sizeof cfg,
@@ -352,13 +387,14 @@ static int open_checkpoint(const char *path, const char *model_dir, model *m, lo
 /* A checkpoint's adapter in peft's format. */
 static int cmd_export(int argc, char **argv) {
     const char *ckpt = NULL, *model_dir = NULL, *out = NULL;
+    static const char *const names[] = {"--checkpoint", "--model", "--out", NULL};
+    if (kv_args(argc, argv, names)) return 2;
     for (int i = 0; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--checkpoint")) ckpt = argv[i + 1];
         else if (!strcmp(argv[i], "--model")) model_dir = argv[i + 1];
         else if (!strcmp(argv[i], "--out")) out = argv[i + 1];
-        else return usage();
     }
-    if (!ckpt || !out || argc % 2) return usage();
+    if (!ckpt || !out) return bad("--checkpoint FILE.h5 and --out DIR are required");
     struct lerr e = {{0}};
     model m;
     lora_adapter a;
@@ -379,14 +415,17 @@ static int cmd_export(int argc, char **argv) {
 
 static int cmd_merge(int argc, char **argv) {
     const char *model_dir = NULL, *adapter = NULL, *out = NULL, *ckpt = NULL;
+    static const char *const names[] = {"--model", "--adapter", "--checkpoint", "--out", NULL};
+    if (kv_args(argc, argv, names)) return 2;
     for (int i = 0; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--model")) model_dir = argv[i + 1];
         else if (!strcmp(argv[i], "--adapter")) adapter = argv[i + 1];
         else if (!strcmp(argv[i], "--checkpoint")) ckpt = argv[i + 1];
         else if (!strcmp(argv[i], "--out")) out = argv[i + 1];
-        else return usage();
     }
-    if (!out || argc % 2 || !!adapter == !!ckpt || (adapter && !model_dir)) return usage();
+    if (!out) return bad("--out DIR is required");
+    if (!!adapter == !!ckpt) return bad("give one of --adapter PEFT_DIR (with --model) and --checkpoint FILE.h5");
+    if (adapter && !model_dir) return bad("--adapter needs --model HF_DIR (the base model)");
     struct lerr e = {{0}};
     model m;
     lora_adapter a;
@@ -428,15 +467,18 @@ static int cmd_merge(int argc, char **argv) {
  * against HF (tests/ref/). */
 static int cmd_logits(int argc, char **argv) {
     const char *dir = NULL, *adapter = NULL, *input = NULL, *out = NULL, *ckpt = NULL;
+    static const char *const names[] = {"--model", "--adapter", "--checkpoint", "--input", "--out", NULL};
+    if (kv_args(argc, argv, names)) return 2;
     for (int i = 0; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--model")) dir = argv[i + 1];
         else if (!strcmp(argv[i], "--adapter")) adapter = argv[i + 1];
         else if (!strcmp(argv[i], "--checkpoint")) ckpt = argv[i + 1];
         else if (!strcmp(argv[i], "--input")) input = argv[i + 1];
         else if (!strcmp(argv[i], "--out")) out = argv[i + 1];
-        else return usage();
     }
-    if ((!dir && !ckpt) || !input || argc % 2 || (adapter && ckpt)) return usage();
+    if (!dir && !ckpt) return bad("--model HF_DIR (or --checkpoint FILE.h5) is required");
+    if (!input) return bad("--input BATCH.safetensors is required");
+    if (adapter && ckpt) return bad("--adapter and --checkpoint exclude each other");
     struct lerr e = {{0}};
     model m = {0};
     lora_adapter a = {0};
@@ -542,7 +584,7 @@ done:
 }
 
 static int cmd_plot(int argc, char **argv) {
-    if (argc != 3 || strcmp(argv[1], "--out")) return usage();
+    if (argc != 3 || strcmp(argv[1], "--out")) return bad("needs METRICS_FILE --out curve.png");
     struct lerr e = {{0}};
     if (plot_metrics(argv[0], argv[2], &e)) {
         fprintf(stderr, "lora plot: %s\n", e.msg);
@@ -564,9 +606,13 @@ static int cmd_tokenize(int argc, char **argv) {
         else if (!strcmp(argv[i], "--decode")) decode = 1;
         else if (!strcmp(argv[i], "--skip-special")) skip = 1;
         else if (!file && (argv[i][0] != '-' || !strcmp(argv[i], "-"))) file = argv[i];
-        else return usage();
+        else if (!strcmp(argv[i], "--model")) return bad("--model needs a folder");
+        else return bad(file && argv[i][0] != '-' ? "one FILE only, got '%s' too" : "unknown option '%s'", argv[i]);
     }
-    if (!dir || !file || (decode && (pair || special)) || (skip && !decode)) return usage();
+    if (!dir) return bad("--model DIR is required");
+    if (!file) return bad("needs a FILE (or - for standard input)");
+    if (decode && (pair || special)) return bad("--decode does not take --pair or --special");
+    if (skip && !decode) return bad("--skip-special goes with --decode");
     struct lerr e = {{0}};
     tkz *t = tkz_open(dir, &e);
     if (!t) {
@@ -665,6 +711,7 @@ int main(int argc, char **argv) {
     signal(SIGXFSZ, SIG_IGN); /* past a file size limit writes fail with EFBIG and are reported, not a silent kill */
     if (argc < 2) return usage();
     const char *cmd = argv[1];
+    g_cmd = cmd;
     /* --help anywhere (lora --help, lora merge --help): the usage on stdout, exit 0 */
     if (!strcmp(cmd, "help")) return usage_to(stdout, 0);
     for (int i = 1; i < argc; i++)
@@ -684,5 +731,6 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 2, argv + 2);
     if (!strcmp(cmd, "train")) return trainer_main(argc - 2, argv + 2, 0);
     if (!strcmp(cmd, "eval")) return trainer_main(argc - 2, argv + 2, 1);
-    return usage();
+    fprintf(stderr, "lora: unknown command '%s' (lora --help lists them)\n", cmd);
+    return 2;
 }
