@@ -10,6 +10,7 @@
  * end it gathers the adapter, evaluates, writes it in peft's format and prints
  * the communication summary.
  */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,6 +73,10 @@ static void hello_check(ps_state *r) {
     char host[256] = "";
     gethostname(host, sizeof host - 1);
     h.host = host;
+    char where[PATH_MAX + 64];
+    if (!realpath(r->t.cfg.model_path, where)) snprintf(where, sizeof where, "%s (unresolved)", r->t.cfg.model_path);
+    h.model_path = where;
+    h.config_text = cfgtext;
     mem_usage(&h.rss_bytes, &h.pss_bytes, &h.private_bytes);
     /* the node as MPI sees it (shared memory), not the hostname: containers and
      * network namespaces may share a hostname across nodes */
@@ -99,13 +104,18 @@ static void hello_check(ps_state *r) {
         free(b);
         if (!o) ps_abort(p, 4, "%s", e.msg);
         if (o->model_hash != h.model_hash || o->model_bytes != h.model_bytes)
-            ps_abort(p, 6, "rank %d (host %s) loaded a different base model: %s/model.safetensors has %llu bytes, "
-                     "hash %016llx; rank 0 has %llu bytes, hash %016llx", from, o->host, r->t.cfg.model_path,
+            ps_abort(p, 6, "rank %d (host %s) loaded a different base model: %s has %llu bytes, "
+                     "hash %016llx; rank 0's %s has %llu bytes, hash %016llx", from, o->host, o->model_path,
                      (unsigned long long)o->model_bytes, (unsigned long long)o->model_hash,
-                     (unsigned long long)h.model_bytes, (unsigned long long)h.model_hash);
-        if (o->config_hash != h.config_hash || o->n_params != h.n_params)
-            ps_abort(p, 6, "rank %d (host %s) runs a different config than rank 0 (the effective config text differs:"
-                     " check that every node sees the same config file and --set options)", from, o->host);
+                     where, (unsigned long long)h.model_bytes, (unsigned long long)h.model_hash);
+        if (o->config_hash != h.config_hash || o->n_params != h.n_params) {
+            char diff[1024] = "the effective config text differs";
+            if (!rc_first_difference(cfgtext, o->config_text, diff, sizeof diff) && o->n_params != h.n_params)
+                snprintf(diff, sizeof diff, "%llu adapter values there, %llu here", (unsigned long long)o->n_params,
+                         (unsigned long long)h.n_params);
+            ps_abort(p, 6, "rank %d (host %s) runs a different config than rank 0: %s (rank 0 is 'here'; check that "
+                     "every node sees the same config file and --set options)", from, o->host, diff);
+        }
         pss_total += o->pss_bytes;
         if (o->node_leader == h.node_leader) {
             same_host++;

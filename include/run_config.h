@@ -15,6 +15,7 @@
 #ifndef RUN_CONFIG_H
 #define RUN_CONFIG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "lerr.h"
@@ -91,5 +92,10 @@ int rc_validate(const run_config *c, struct lerr *e);
 /* Writes the effective config as INI text into buf (NUL-terminated, truncated
  * to cap). Returns the length it needed. */
 int rc_to_text(const run_config *c, char *buf, int cap);
+/* The first key whose value differs between two rc_to_text texts, as
+ * "[section] key = 'A' here, 'B' there" into out (for the message of a rank
+ * whose config differs from rank 0's). Returns 1 when they differ, 0 when
+ * they are the same. */
+int rc_first_difference(const char *a, const char *b, char *out, size_t cap);
 
 #endif

@@ -66,6 +66,9 @@ expect_fail "lora tokens with a non-number" "lora tokens: --vocab needs an integ
 expect_fail "lora logits with an option missing its value" "lora logits: --input needs a value" \
     "$LORA" logits --model x --input
 expect_fail "lora with an unknown command" "lora: unknown command 'frob'" "$LORA" frob
+"$LORA" tokens --vocab 300 --count 10 --out "$tmp/ten.tok" >/dev/null
+expect_fail "a token file with too few tokens (the file named)" "$tmp/ten.tok: data order: 10 tokens are too few" \
+    train --set data.train="$tmp/ten.tok"
 # --help on every program: the usage on stdout, exit 0 (under mpirun for lora_worker: all ranks agree)
 for prog in "$LORA" "$LORA merge" "$LORA train" "$B/bin/lora_worker" "$B/bin/lora_bench" "$B/bin/lora_tokbench"; do
     # shellcheck disable=SC2086

@@ -54,12 +54,13 @@ expect "a bad --set on one rank only" "rank 1: " \
     mpirun --oversubscribe --bind-to none -np 1 "$WORKER" "${CFG[@]}" : -np 1 "$WORKER" "${CFG[@]}" --set lora.r=abc
 expect "an unknown flag on rank 0 only" "rank 0: unknown argument '--frobnicate'" \
     mpirun --oversubscribe --bind-to none -np 1 "$WORKER" "${CFG[@]}" --frobnicate : -np 2 "$WORKER" "${CFG[@]}"
-expect "ranks with different configs" "rank 1 (host" \
+expect "ranks with different configs (the first differing key named)" "runs a different config than rank 0: [optim] lr = '" \
     mpirun --oversubscribe --bind-to none -np 1 "$WORKER" "${CFG[@]}" : -np 1 "$WORKER" "${CFG[@]}" --set optim.lr=1e-3
 cp -r tests/fixtures/gpt2-tiny/base "$TMPD/other-model"
 chmod -R u+w "$TMPD/other-model"
 printf '\x11\x22\x33\x44' | dd of="$TMPD/other-model/model.safetensors" bs=1 seek=5000 conv=notrunc status=none
-expect "ranks with different base models" "loaded a different base model" \
+expect "ranks with different base models (the path that rank loaded named)" \
+    "loaded a different base model: $(realpath "$TMPD")/other-model" \
     mpirun --oversubscribe --bind-to none -np 2 "$WORKER" "${CFG[@]}" : -np 1 "$WORKER" "${CFG[@]}" \
     --set model.path="$TMPD/other-model"
 expect "more servers than ranks" "servers = 3 but the job has only 2 ranks" \

@@ -335,6 +335,22 @@ static void test_roundtrip(void) {
     CHECK(rc_to_text(&c, NULL, 0) == need, "size query");
 }
 
+/* The first differing key of two configs, for the message of a rank whose config is not rank 0's. */
+static void test_first_difference(void) {
+    run_config a, b;
+    rc_defaults(&a);
+    rc_defaults(&b);
+    struct lerr e = {{0}};
+    CHECK(rc_set(&b, "optim.lr=1e-3", &e) == 0 && rc_set(&b, "train.steps=7", &e) == 0, "%s", e.msg);
+    char ta[16384], tb[16384], d[512] = "";
+    rc_to_text(&a, ta, sizeof ta);
+    rc_to_text(&b, tb, sizeof tb);
+    CHECK(rc_first_difference(ta, ta, d, sizeof d) == 0, "a text equals itself");
+    CHECK(rc_first_difference(ta, tb, d, sizeof d) == 1 && strstr(d, "[optim] lr = '") && strstr(d, "' here, '0.001' there"),
+          "first difference: %s", d);
+    CHECK(rc_first_difference(ta, "[model]\n", d, sizeof d) == 1 && strstr(d, "(end)"), "a shorter text: %s", d);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/test_config.XXXXXX");
     if (!mkdtemp(dir)) {
@@ -350,5 +366,6 @@ int main(void) {
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    test_first_difference();
     return tu_end("test_config");
 }

@@ -561,3 +561,34 @@ int rc_to_text(const run_config *c, char *buf, int cap) {
     }
     return o.len;
 }
+
+/* One line of s at *pos into a NUL-terminated copy (at most cap - 1 bytes); 0 at the end. */
+static int next_line(const char *s, size_t *pos, char *line, size_t cap) {
+    if (!s[*pos]) return 0;
+    size_t n = strcspn(s + *pos, "\n");
+    size_t k = n < cap - 1 ? n : cap - 1;
+    memcpy(line, s + *pos, k);
+    line[k] = 0;
+    *pos += n + (s[*pos + n] == '\n');
+    return 1;
+}
+
+int rc_first_difference(const char *a, const char *b, char *out, size_t cap) {
+    size_t pa = 0, pb = 0;
+    char la[RC_PATH + 64], lb[RC_PATH + 64], sec[64] = "";
+    for (;;) {
+        int ha = next_line(a, &pa, la, sizeof la), hb = next_line(b, &pb, lb, sizeof lb);
+        if (!ha && !hb) return 0;
+        if (ha && hb && !strcmp(la, lb)) {
+            if (la[0] == '[') snprintf(sec, sizeof sec, "%.*s", (int)strcspn(la, "\n"), la);
+            continue;
+        }
+        const char *ea = ha ? strstr(la, " = ") : NULL, *eb = hb ? strstr(lb, " = ") : NULL;
+        if (ea && eb && ea - la == eb - lb && !strncmp(la, lb, (size_t)(ea - la)))
+            snprintf(out, cap, "%s %.*s = '%s' here, '%s' there", sec, (int)(ea - la), la, ea + 3, eb + 3);
+        else
+            snprintf(out, cap, "after %s: '%s' here, '%s' there", sec[0] ? sec : "the start", ha ? la : "(end)",
+                     hb ? lb : "(end)");
+        return 1;
+    }
+}

@@ -167,8 +167,10 @@ int train_ctx_open(train_ctx *t, const run_config *c, const model_alloc *al, str
     }
     if (c->train_path[0]) {
         if (!(t->train = tok_open(c->train_path, e)) || check_vocab(t->train, t->model.vocab, e)) goto fail;
-        if (data_order_init(&t->order, tok_count(t->train), c->seq_len, c->data_seed, (data_mode)c->sampling, e))
+        if (data_order_init(&t->order, tok_count(t->train), c->seq_len, c->data_seed, (data_mode)c->sampling, e)) {
+            lerr_prefix(e, "%s", c->train_path);
             goto fail;
+        }
     }
     if (c->val_path[0]) {
         if (!(t->val = tok_open(c->val_path, e)) || check_vocab(t->val, t->model.vocab, e)) goto fail;
