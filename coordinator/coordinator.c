@@ -345,7 +345,7 @@ int ps_run(int argc, char **argv) {
     int rank;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     /* from the start: a signal while the model loads is a stop request too (after the first step) */
-    ps_signals_install();
+    ps_signals_install(rank, PS_SIGNAL_REPEAT_MS);
     const char *resume_key = "--resume", *resume = NULL;
     /* Ranks may get different arguments (mpirun's MPMD form, a config missing
      * on one node): every rank that fails says why, and all agree to stop

@@ -29,10 +29,13 @@
 
 static volatile sig_atomic_t signals_seen;
 static volatile long long first_signal_ms; /* written once, by the first signal's handler */
+static long long repeat_window_ms = 1000;
+static char ack[256];
+static size_t ack_len;
 
 /* A launcher may deliver one request twice (mpirun forwards it, and a batch
- * system may signal the whole process group): repeats within a second count as
- * the same request. */
+ * system may signal the whole process group): repeats within the window count
+ * as the same request. The first is acknowledged at once (rank 0). */
 static void on_signal(int sig) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts); /* async-signal-safe */
@@ -40,9 +43,13 @@ static void on_signal(int sig) {
     if (!signals_seen) {
         signals_seen = 1;
         first_signal_ms = ms;
+        if (ack_len) {
+            ssize_t w = write(STDERR_FILENO, ack, ack_len);
+            (void)w;
+        }
         return;
     }
-    if (ms - first_signal_ms >= 1000) {
+    if (ms - first_signal_ms >= repeat_window_ms) {
         static const char msg[] = "lora_worker: second signal: exiting now without a checkpoint\n";
         ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
         (void)w;
@@ -50,7 +57,12 @@ static void on_signal(int sig) {
     }
 }
 
-void ps_signals_install(void) {
+void ps_signals_install(int rank, long repeat_ms) {
+    repeat_window_ms = repeat_ms;
+    ack_len = 0;
+    if (rank == 0)
+        ack_len = (size_t)snprintf(ack, sizeof ack, "lora_worker: signal received: stopping after this step (with a "
+                                   "checkpoint when [checkpoint] dir is set); a second signal exits at once\n");
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -86,7 +98,7 @@ void metrics_add(ps_state *r, int64_t step, double loss, double lr, double tps) 
 void ckpt_decide(ps_state *r, int64_t step, int *stop, int *ckpt) {
     const run_config *c = &r->t.cfg;
     int last = step + 1 >= r->steps;
-    *stop = ps_signal_seen() && !last;
+    *stop = (ps_signal_seen() || r->peer_stop) && !last;
     *ckpt = c->ckpt_dir[0] &&
             (last || *stop || (c->ckpt_every_steps > 0 && (step + 1) % c->ckpt_every_steps == 0) ||
              (c->save_epochs && train_epoch_ending(&r->t, step)) ||

@@ -66,7 +66,7 @@ static double exchange_stats(ps_state *r, int64_t step, double sq, int *bad) {
     m.nonfinite = *bad;
     m.bytes_sent = p->bytes_sent;
     m.bytes_received = p->bytes_recv;
-    m.stop = p->rank == 0 && r->stop_after;
+    m.stop = p->rank == 0 ? r->stop_after : ps_signal_seen(); /* from another shard: its own signal, passed on */
     m.checkpoint = p->rank == 0 && r->ckpt_after;
     size_t len;
     uint8_t *buf = wire_pack(&m.base, &len);
@@ -91,6 +91,10 @@ static double exchange_stats(ps_state *r, int64_t step, double sq, int *bad) {
         if (s == 0) {
             r->stop_after = st->stop;
             r->ckpt_after = st->checkpoint;
+        } else if (p->rank == 0 && st->stop && !r->peer_stop) {
+            r->peer_stop = 1; /* decided with the next step */
+            if (!ps_signal_seen())
+                fprintf(stderr, "lora_worker: server shard %d received a stop signal: stopping after the next step\n", s);
         }
         if (p->rank == 0) r->peer_bytes[s] = st->bytes_sent + st->bytes_received;
         lora__shard_stat__free_unpacked(st, NULL);
@@ -148,6 +152,12 @@ void server_step_bsp(ps_state *r, int64_t step) {
         ntok += (int64_t)m->n_tokens;
         loss += m->loss_sum;
         if (m->compute_seconds > r->step_compute) r->step_compute = m->compute_seconds;
+        if (m->stop_requested && p->rank == 0 && !r->peer_stop) {
+            r->peer_stop = 1;
+            if (!ps_signal_seen())
+                fprintf(stderr, "lora_worker: rank %d received a stop signal: stopping after this step (with a "
+                                "checkpoint when [checkpoint] dir is set)\n", m->worker);
+        }
         if (p->rank == 0 && m->worker != 0) r->peer_bytes[m->worker] = m->bytes_sent + m->bytes_received;
         lora__push__free_unpacked(m, NULL);
     }

@@ -113,7 +113,8 @@ typedef struct {
     double step_norm;
     int step_skipped;
     int64_t steps_skipped;
-    int64_t skip_run;          /* servers: consecutive skipped steps (BSP; optim_skip_limit) */     /* rank 0: steps of this run skipped on a non-finite gradient (BSP) */
+    int64_t skip_run;          /* servers: consecutive skipped steps (BSP; optim_skip_limit) */
+    int peer_stop;             /* rank 0: another rank got a stop signal (passed on in a push or shard stat) */     /* rank 0: steps of this run skipped on a non-finite gradient (BSP) */
     double step_compute;       /* the slowest worker's forward/backward time */
     double sum_step_s, sum_compute_s; /* rank 0: totals over the run, for the communication share */
     uint64_t *peer_bytes;      /* rank 0: (size) the latest sent+received totals each rank reported */
@@ -146,8 +147,11 @@ void worker_run_ssp(ps_state *r);
 
 /* coordinator/run_ckpt.c: checkpoints, resume and signals */
 /* SIGTERM, SIGINT, SIGUSR1: the first asks for a checkpoint and a clean stop after the current
- * step; a second one exits at once. */
-void ps_signals_install(void);
+ * step (rank 0 says so at once; a worker's or another shard's passes the request on to rank 0
+ * with its next message, BSP); a second one, repeat_ms or more after the first, exits at once
+ * (repeats sooner are the same request: a launcher may deliver one twice). */
+#define PS_SIGNAL_REPEAT_MS 1000
+void ps_signals_install(int rank, long repeat_ms);
 int ps_signal_seen(void);
 /* Rank 0, during step `step`: stop after it? write a checkpoint after it? */
 void ckpt_decide(ps_state *r, int64_t step, int *stop, int *ckpt);

@@ -106,4 +106,48 @@ else
     fi
 fi
 pkill -9 -f "LORA_TEST_TAG=$TMPD" 2>/dev/null
+
+# SIGTERM to one worker only (not through mpirun): passed on to rank 0, which stops the job after the
+# step with a checkpoint; every rank exits 0
+rank_pid() { # rank_pid TAG RANK: the pid of that rank of the job started with LORA_TEST_TAG=TAG
+    local d env_of
+    for d in /proc/[0-9]*; do
+        env_of=$({ tr '\0' '\n' <"$d/environ"; } 2>/dev/null)
+        if grep -qx "LORA_TEST_TAG=$1" <<<"$env_of" && grep -qx "OMPI_COMM_WORLD_RANK=$2" <<<"$env_of"; then
+            echo "${d#/proc/}"
+            return
+        fi
+    done
+}
+tag="$TMPD/term"
+LORA_TEST_TAG="$tag" mpirun --oversubscribe --bind-to none -np 4 -x LORA_TEST_TAG "$WORKER" "${CFG[@]}" \
+    --set train.steps=100000 --set train.log_every=1 --set checkpoint.dir="$TMPD/term-ck" >"$TMPD/term.log" 2>&1 &
+mpirun_pid=$!
+victim=""
+for _ in $(seq 1 300); do
+    grep -q "step     3/" "$TMPD/term.log" && victim=$(rank_pid "$tag" 2) && break
+    sleep 0.1
+done
+if [ -z "$victim" ]; then
+    fail "SIGTERM to a worker: could not find rank 2 of the running job"
+    kill -9 $mpirun_pid 2>/dev/null
+else
+    kill -TERM "$victim"
+    for _ in $(seq 1 300); do kill -0 $mpirun_pid 2>/dev/null || break; sleep 0.1; done
+    if kill -0 $mpirun_pid 2>/dev/null; then
+        fail "SIGTERM to rank 2: the job still runs 30 s later"
+        kill -9 $mpirun_pid
+    else
+        wait $mpirun_pid
+        rc=$?
+        stop=$(sed -n 's/^stopped after step \([0-9]*\) of.*/\1/p' "$TMPD/term.log")
+        if [ $rc -eq 0 ] && grep -q "rank 2 received a stop signal" "$TMPD/term.log" && [ -n "$stop" ] &&
+            [ -f "$TMPD/term-ck/$(printf 'step_%08d.h5' "$stop")" ]; then
+            pass "SIGTERM to worker rank 2 alone: passed on to rank 0, stopped after step $stop with its checkpoint, exit 0"
+        else
+            fail "SIGTERM to worker rank 2 alone: exit $rc, stop '$stop', $(ls "$TMPD/term-ck" 2>&1 | tr '\n' ' '): $(tail -4 "$TMPD/term.log")"
+        fi
+    fi
+fi
+pkill -9 -f "LORA_TEST_TAG=$tag" 2>/dev/null
 finish

@@ -47,6 +47,7 @@ void worker_push(ps_state *r, int64_t step, uint64_t clock_version) {
         m.bytes_sent = p->bytes_sent;
         m.bytes_received = p->bytes_recv;
         m.compute_seconds = tc;
+        m.stop_requested = ps_signal_seen(); /* passed on: rank 0 decides the stop (BSP) */
         size_t len;
         r->push_buf[s] = wire_pack(&m.base, &len);
         free(payload);
