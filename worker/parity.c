@@ -81,6 +81,17 @@ static double meta_num(const cJSON *o, const char *key, int *bad) {
     return it->valuedouble;
 }
 
+/* An integer field of meta.json (a count): a whole number that double holds
+ * exactly (below 2^53), else *bad. */
+static int64_t meta_int(const cJSON *o, const char *key, int *bad) {
+    double v = meta_num(o, key, bad);
+    if (!(v >= 0 && v < 9007199254740992.0) || v != (double)(int64_t)v) {
+        *bad = 1;
+        return 0;
+    }
+    return (int64_t)v;
+}
+
 /* One forward (+ backward when grad != NULL) on batch k of train.safetensors:
  * step{k}.input_ids and, when present, attention_mask, token_type_ids and
  * labels (causal LM without labels: the input ids). Returns the mean loss;
@@ -204,8 +215,8 @@ int parity_run(const char *dir, double tol, FILE *out) {
     hp.eps = (float)meta_num(opt, "eps", &bad);
     hp.weight_decay = (float)meta_num(opt, "weight_decay", &bad);
     int steps = (int)meta_num(opt, "steps", &bad);
-    int64_t ref_trainable = (int64_t)meta_num(meta, "trainable_params", &bad);
-    int64_t ref_all = (int64_t)meta_num(meta, "all_params", &bad);
+    int64_t ref_trainable = meta_int(meta, "trainable_params", &bad);
+    int64_t ref_all = meta_int(meta, "all_params", &bad);
     if (bad || B < 1 || T < 2 || steps < 1) {
         lerr_set(&e, "%s: needs batch, seq_len, optimizer{lr, betas, eps, weight_decay, steps}, trainable_params, "
                      "all_params", path);
