@@ -56,6 +56,9 @@ typedef struct {
 /* Opens the tokenizer of a folder (see the list above); NULL with a message
  * naming the file and the field on error. */
 tkz *tkz_open(const char *dir, struct lerr *e);
+/* 1 when dir holds one of the files tkz_open reads (tokenizer.json,
+ * vocab.json, vocab.txt) as a regular file, else 0. */
+int tkz_present(const char *dir);
 /* Builds a tokenizer from the text of a tokenizer.json (len bytes; name is
  * what error messages call it). For tests and fuzzers. */
 tkz *tkz_from_json(const char *json, size_t len, const char *name, struct lerr *e);

@@ -66,22 +66,24 @@ expect "ranks with different base models (the path that rank loaded named)" \
 expect "more servers than ranks" "servers = 3 but the job has only 2 ranks" \
     mpirun --oversubscribe --bind-to none -np 2 "$WORKER" "${CFG[@]}" --set system.servers=3
 
+rank_pid() { # rank_pid TAG RANK: the pid of that rank of the job started with LORA_TEST_TAG=TAG
+    local d env_of
+    for d in /proc/[0-9]*; do
+        env_of=$({ tr '\0' '\n' <"$d/environ"; } 2>/dev/null)
+        if grep -qx "LORA_TEST_TAG=$1" <<<"$env_of" && grep -qx "OMPI_COMM_WORLD_RANK=$2" <<<"$env_of"; then
+            echo "${d#/proc/}"
+            return
+        fi
+    done
+}
+
 # kill -9 of a worker in the middle of a run: the job must end within 30 s naming the rank
 LORA_TEST_TAG="$TMPD" mpirun --oversubscribe --bind-to none -np 4 -x LORA_TEST_TAG "$WORKER" "${CFG[@]}" \
     --set train.steps=100000 --set train.log_every=1 >"$TMPD/kill.log" 2>&1 &
 mpirun_pid=$!
 victim=""
 for _ in $(seq 1 300); do
-    if grep -q "step     3/" "$TMPD/kill.log"; then
-        for d in /proc/[0-9]*; do
-            env_of=$({ tr '\0' '\n' <"$d/environ"; } 2>/dev/null)
-            if grep -qx "LORA_TEST_TAG=$TMPD" <<<"$env_of" && grep -qx "OMPI_COMM_WORLD_RANK=2" <<<"$env_of"; then
-                victim=${d#/proc/}
-                break
-            fi
-        done
-        break
-    fi
+    grep -q "step     3/" "$TMPD/kill.log" && victim=$(rank_pid "$TMPD" 2) && break
     sleep 0.1
 done
 if [ -z "$victim" ]; then
@@ -109,16 +111,6 @@ pkill -9 -f "LORA_TEST_TAG=$TMPD" 2>/dev/null
 
 # SIGTERM to one worker only (not through mpirun): passed on to rank 0, which stops the job after the
 # step with a checkpoint; every rank exits 0
-rank_pid() { # rank_pid TAG RANK: the pid of that rank of the job started with LORA_TEST_TAG=TAG
-    local d env_of
-    for d in /proc/[0-9]*; do
-        env_of=$({ tr '\0' '\n' <"$d/environ"; } 2>/dev/null)
-        if grep -qx "LORA_TEST_TAG=$1" <<<"$env_of" && grep -qx "OMPI_COMM_WORLD_RANK=$2" <<<"$env_of"; then
-            echo "${d#/proc/}"
-            return
-        fi
-    done
-}
 tag="$TMPD/term"
 LORA_TEST_TAG="$tag" mpirun --oversubscribe --bind-to none -np 4 -x LORA_TEST_TAG "$WORKER" "${CFG[@]}" \
     --set train.steps=100000 --set train.log_every=1 --set checkpoint.dir="$TMPD/term-ck" >"$TMPD/term.log" 2>&1 &

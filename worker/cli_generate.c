@@ -48,20 +48,6 @@ static int parse_ids(const char *ids, int32_t **out) {
     return n;
 }
 
-/* 1 when dir holds one of the files tkz_open reads. */
-static int has_tokenizer(const char *dir) {
-    const char *names[] = {"tokenizer.json", "vocab.json", "vocab.txt"};
-    char p[2048];
-    for (int i = 0; i < 3; i++) {
-        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
-        FILE *f = fopen(p, "r");
-        if (f) {
-            fclose(f);
-            return 1;
-        }
-    }
-    return 0;
-}
 
 int gen_main(int argc, char **argv) {
     const char *dir = NULL, *adapter = NULL, *ids = NULL, *text = NULL;
@@ -123,7 +109,7 @@ int gen_main(int argc, char **argv) {
         have = 1;
     }
     /* a tokenizer is needed for --prompt; with --ids it only decodes the output when the folder has one */
-    if (text || has_tokenizer(dir)) {
+    if (text || tkz_present(dir)) {
         if (!(t = tkz_open(dir, &e))) {
             if (text) goto done_model;
             e.msg[0] = 0;

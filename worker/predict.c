@@ -23,19 +23,6 @@ struct predictor {
     int ws_T;
 };
 
-static int has_tokenizer(const char *dir) {
-    const char *names[] = {"tokenizer.json", "vocab.json", "vocab.txt"};
-    char p[2048];
-    for (int i = 0; i < 3; i++) {
-        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
-        FILE *f = fopen(p, "r");
-        if (f) {
-            fclose(f);
-            return 1;
-        }
-    }
-    return 0;
-}
 
 predictor *pred_open(const char *model_dir, const char *adapter_dir, struct lerr *e) {
     predictor *p = xcalloc(1, sizeof *p);
@@ -54,7 +41,7 @@ predictor *pred_open(const char *model_dir, const char *adapter_dir, struct lerr
         if (model_load_peft(&p->a, m, adapter_dir, e)) goto fail;
         p->have_adapter = 1;
     }
-    const char *tdir = !has_tokenizer(model_dir) && adapter_dir && has_tokenizer(adapter_dir) ? adapter_dir : model_dir;
+    const char *tdir = !tkz_present(model_dir) && adapter_dir && tkz_present(adapter_dir) ? adapter_dir : model_dir;
     if (!(p->t = tkz_open(tdir, e))) {
         char msg[sizeof e->msg];
         snprintf(msg, sizeof msg, "%s", e->msg);

@@ -545,6 +545,17 @@ tkz *tkz_from_json(const char *json, size_t len, const char *name, struct lerr *
     return t;
 }
 
+int tkz_present(const char *dir) {
+    static const char *const names[] = {"tokenizer.json", "vocab.json", "vocab.txt"};
+    char p[4200];
+    struct stat sb;
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+        if (stat(p, &sb) == 0 && S_ISREG(sb.st_mode)) return 1;
+    }
+    return 0;
+}
+
 tkz *tkz_open(const char *dir, struct lerr *e) {
     char path[4200];
     struct stat sb;
