@@ -103,7 +103,8 @@ parity: all
 # inputs, the parameter server, checkpoints, multi-host, convergence; then all
 # but the convergence run again under ASan+UBSan; then the unit tests under
 # valgrind. With LORA_NO_REF=1 the reference checks are listed as not run and
-# make test fails at the end, after everything else ran.
+# make test fails at the end, after everything else ran; so does a test that
+# cannot run here (exit 77, e.g. multihost.sh without root).
 test: test-deps
 	@$(MAKE) --no-print-directory all
 	scripts/run_tests.sh build
@@ -111,7 +112,7 @@ test: test-deps
 	scripts/run_tests.sh build-san --quick
 	@$(MAKE) --no-print-directory valgrind
 	@if cat build/not-run.txt build-san/not-run.txt 2>/dev/null | grep -q .; then \
-	    echo "make test: these checks were not run (LORA_NO_REF=1), so the suite did not pass:"; \
+	    echo "make test: these checks were not run, so the suite did not pass:"; \
 	    sort -u build/not-run.txt build-san/not-run.txt 2>/dev/null | sed 's/^/  /'; exit 1; fi
 
 # Random-shape parity against fixtures HF + peft make on the spot

@@ -111,4 +111,11 @@ char *ckpt_r_str(ckpt_io *io, hid_t obj, const char *full, const char *name);
 hid_t ckpt_r_dset(ckpt_io *io, hid_t loc, const char *name, const char *full, H5T_class_t cls, int rank, hsize_t *dims);
 int ckpt_r_read(ckpt_io *io, hid_t d, hid_t mtype, void *buf, const char *full);
 
+/* ckpt_eval.c: /metrics/eval in the open /metrics group g: step, epoch and
+ * one dataset per ckpt_eval_names entry, n_evals rows each (the writer always
+ * writes it; the reader takes an absent group as 0 rows, and checks the rows:
+ * equal lengths, steps in [1, st->step], epochs >= 1). */
+void ckpt_w_eval(ckpt_io *io, hid_t g, const ckpt_state *st);
+int ckpt_r_eval(ckpt_io *io, hid_t g, ckpt_state *st, int read_values);
+
 #endif

@@ -322,7 +322,8 @@ out:
     return io->err ? -1 : 0;
 }
 
-/* /metrics: four rank-1 datasets of one length n (bounded by the file size). */
+/* /metrics: four rank-1 datasets of one length n (bounded by the file size),
+ * and the evaluations in /metrics/eval (ckpt_eval.c). */
 static int r_metrics(ckpt_io *io, hid_t f, ckpt_state *st, int read_values) {
     static const char *names[4] = {"step", "loss", "lr", "tokens_per_s"};
     hid_t g = ckpt_r_group(io, f, "metrics", "/metrics");
@@ -354,6 +355,7 @@ static int r_metrics(ckpt_io *io, hid_t f, ckpt_state *st, int read_values) {
                 ckpt_r_read(io, d[i], i ? H5T_NATIVE_DOUBLE : H5T_NATIVE_INT64, bufs[i], names[i]);
         }
     }
+    if (!io->err) ckpt_r_eval(io, g, st, read_values);
     for (int i = 0; i < 4; i++)
         if (d[i] >= 0) H5Dclose(d[i]);
     H5Gclose(g);
@@ -544,6 +546,9 @@ void ckpt_state_free(ckpt_state *st) {
     free(st->m_loss);
     free(st->m_lr);
     free(st->m_tokens_per_s);
+    free(st->ev_step);
+    free(st->ev_epoch);
+    free(st->ev_values);
     memset(st, 0, sizeof *st);
 }
 

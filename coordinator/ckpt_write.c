@@ -386,6 +386,7 @@ static void w_content(ckpt_io *io, hid_t f, const ckpt_state *st, const lora_ada
     ckpt_w_dset(io, g, "lr", "/metrics/lr", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &n, st->m_lr);
     ckpt_w_dset(io, g, "tokens_per_s", "/metrics/tokens_per_s", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &n,
                 st->m_tokens_per_s);
+    ckpt_w_eval(io, g, st);
     ckpt_w_close_group(io, g, "/metrics");
 }
 
@@ -412,6 +413,8 @@ int ckpt_write(const char *dir, const ckpt_state *st, const lora_adapter *a, con
         return lerr_set(e, "ckpt_write: unknown sampling mode %d", st->sampling);
     if (st->n_metrics < 0 || (st->n_metrics > 0 && (!st->m_step || !st->m_loss || !st->m_lr || !st->m_tokens_per_s)))
         return lerr_set(e, "ckpt_write: %lld metrics rows but no arrays", (long long)st->n_metrics);
+    if (st->n_evals < 0 || (st->n_evals > 0 && (!st->ev_step || !st->ev_epoch || !st->ev_values)))
+        return lerr_set(e, "ckpt_write: %lld evaluation rows but no arrays", (long long)st->n_evals);
     if (check_layout(a, e)) return -1;
     char final[PATH_CAP], tmp[PATH_CAP];
     if (snprintf(final, sizeof final, "%s/step_%08lld.h5", dir, (long long)st->step) >= (int)sizeof final ||

@@ -315,6 +315,7 @@ static void epoch_end(ps_state *r, int64_t steps_done) {
                         (long long)steps_done, js);
                 fflush(prog.metrics);
             }
+            evals_add(r, steps_done, ep, &tm);
             double v;
             int gb;
             if (c->metric_for_best[0] && c->out_dir[0] && !train_metric_value(&r->t, &tm, c->metric_for_best, &v, &gb) &&
@@ -502,6 +503,9 @@ int ps_run(int argc, char **argv) {
     free(r.m_loss);
     free(r.m_lr);
     free(r.m_tps);
+    free(r.ev_step);
+    free(r.ev_epoch);
+    free(r.ev_values);
     train_ctx_close(&r.t);
     ps_free(&r.p);
     return rc;

@@ -14,6 +14,7 @@
  * sample index, so at the same rank count a resumed run is bitwise the run that
  * was never interrupted.
  */
+#include <math.h>
 #include <signal.h>
 #include <time.h>
 #include <stdio.h>
@@ -91,6 +92,37 @@ void metrics_add(ps_state *r, int64_t step, double loss, double lr, double tps) 
     r->m_lr[r->n_metrics] = lr;
     r->m_tps[r->n_metrics] = tps;
     r->n_metrics++;
+}
+
+void evals_add(ps_state *r, int64_t step, int64_t epoch, const train_metrics *m) {
+    if (r->n_evals == r->cap_evals) {
+        r->cap_evals = r->cap_evals ? 2 * r->cap_evals : 16;
+        r->ev_step = realloc(r->ev_step, sizeof(int64_t) * (size_t)r->cap_evals);
+        r->ev_epoch = realloc(r->ev_epoch, sizeof(int64_t) * (size_t)r->cap_evals);
+        r->ev_values = realloc(r->ev_values, sizeof(double) * CKPT_EVAL_N * (size_t)r->cap_evals);
+        if (!r->ev_step || !r->ev_epoch || !r->ev_values) ps_abort(&r->p, 1, "out of memory for evaluations");
+    }
+    /* in ckpt_eval_names' order; NaN for what this task does not measure */
+    int64_t n = r->n_evals;
+    double *row = r->ev_values + n * CKPT_EVAL_N;
+    model_task task = r->t.model.task;
+    row[0] = m->loss;
+    row[1] = task == TASK_CAUSAL_LM ? m->perplexity : NAN;
+    row[2] = task == TASK_SEQ_CLS ? m->accuracy : NAN;
+    row[3] = task == TASK_SEQ_CLS ? m->macro_f1 : NAN;
+    row[4] = task == TASK_TOKEN_CLS ? m->precision : NAN;
+    row[5] = task == TASK_TOKEN_CLS ? m->recall : NAN;
+    row[6] = task == TASK_TOKEN_CLS ? m->f1 : NAN;
+    row[7] = task == TASK_TOKEN_CLS ? m->token_accuracy : NAN;
+    r->ev_step[n] = step;
+    r->ev_epoch[n] = epoch;
+    r->n_evals++;
+}
+
+static void row_metrics(const double *row, train_metrics *m) {
+    memset(m, 0, sizeof *m);
+    m->loss = row[0], m->perplexity = row[1], m->accuracy = row[2], m->macro_f1 = row[3];
+    m->precision = row[4], m->recall = row[5], m->f1 = row[6], m->token_accuracy = row[7];
 }
 
 /* ---------------------------------------------------------------- decide */
@@ -194,6 +226,10 @@ void ckpt_collect_and_write(ps_state *r, int64_t steps_done) {
     st.m_loss = r->m_loss;
     st.m_lr = r->m_lr;
     st.m_tokens_per_s = r->m_tps;
+    st.n_evals = r->n_evals;
+    st.ev_step = r->ev_step;
+    st.ev_epoch = r->ev_epoch;
+    st.ev_values = r->ev_values;
     lora_adapter view = r->t.ad; /* the layout, with the gathered values */
     view.w = W;
     char path[4200];
@@ -388,8 +424,27 @@ void ckpt_resume(ps_state *r, const char *mode) {
             hdr[2] = st.tokens_seen;
             for (int64_t i = 0; i < st.n_metrics; i++)
                 metrics_add(r, st.m_step[i], st.m_loss[i], st.m_lr[i], st.m_tokens_per_s[i]);
+            /* the evaluations so far, and the best adapter among them (so a worse epoch after the resume
+             * does not replace out_dir/best) */
+            for (int64_t i = 0; i < st.n_evals; i++) {
+                train_metrics tm;
+                row_metrics(st.ev_values + i * CKPT_EVAL_N, &tm);
+                evals_add(r, st.ev_step[i], st.ev_epoch[i], &tm);
+                double v;
+                int gb;
+                const char *best = r->t.cfg.metric_for_best;
+                if (best[0] && !train_metric_value(&r->t, &tm, best, &v, &gb) && !isnan(v) &&
+                    (r->best_epoch == 0 || (gb ? v > r->best_metric : v < r->best_metric)))
+                    r->best_metric = v, r->best_epoch = st.ev_epoch[i];
+            }
             printf("resume: %s: step %lld of %lld (global sample %lld, %lld AdamW steps)\n", path, (long long)st.step,
                    (long long)r->steps, (long long)st.data_cursor, (long long)st.opt_steps);
+            if (st.n_evals)
+                printf("resume: %lld evaluation%s so far%s", (long long)st.n_evals, st.n_evals == 1 ? "" : "s",
+                       r->best_epoch ? "" : "\n");
+            if (st.n_evals && r->best_epoch)
+                printf("; the best %s so far %.4f (epoch %lld)\n", r->t.cfg.metric_for_best, r->best_metric,
+                       (long long)r->best_epoch);
             ckpt_state_free(&st);
             break;
         }

@@ -85,7 +85,18 @@ typedef struct {
     int64_t n_metrics;
     int64_t *m_step;
     double *m_loss, *m_lr, *m_tokens_per_s;
+    /* evaluations so far (one row per end of epoch evaluated): step, epoch,
+     * and CKPT_EVAL_N values in ckpt_eval_names' order, NaN for a metric the
+     * task has not (/metrics/eval; absent in older files: 0 rows) */
+    int64_t n_evals;
+    int64_t *ev_step, *ev_epoch;
+    double *ev_values; /* (n_evals, CKPT_EVAL_N) */
 } ckpt_state;
+
+#define CKPT_EVAL_N 8
+/* loss, perplexity, accuracy, macro_f1, precision, recall, f1, token_accuracy:
+ * the names of [train] metric_for_best and of the datasets in /metrics/eval */
+extern const char *const ckpt_eval_names[CKPT_EVAL_N];
 
 /* Writes dir/step_%08lld.h5 from st, the adapter's values (a->w) and the
  * optimizer's flat m and v (same layout as a->w): every tensor of a's table,

@@ -103,7 +103,7 @@ typedef struct {
     /* server shard: its range of the optimizer state */
     float *gsum, *m, *v;       /* (hi - lo) */
     int64_t opt_t;             /* AdamW steps applied */
-    double best_metric;        /* worker 0: the best [train] metric_for_best so far (best_epoch > 0) */
+    double best_metric;        /* rank 0: the best [train] metric_for_best so far (best_epoch > 0; restored on resume) */
     int64_t best_epoch;
     uint64_t version;          /* adapter version */
     /* what the coordinator reports for the last step */
@@ -112,9 +112,9 @@ typedef struct {
     float step_lr;
     double step_norm;
     int step_skipped;
-    int64_t steps_skipped;
+    int64_t steps_skipped;     /* rank 0: steps of this run skipped on a non-finite gradient (BSP) */
     int64_t skip_run;          /* servers: consecutive skipped steps (BSP; optim_skip_limit) */
-    int peer_stop;             /* rank 0: another rank got a stop signal (passed on in a push or shard stat) */     /* rank 0: steps of this run skipped on a non-finite gradient (BSP) */
+    int peer_stop;             /* rank 0: another rank got a stop signal (passed on in a push or shard stat) */
     double step_compute;       /* the slowest worker's forward/backward time */
     double sum_step_s, sum_compute_s; /* rank 0: totals over the run, for the communication share */
     uint64_t *peer_bytes;      /* rank 0: (size) the latest sent+received totals each rank reported */
@@ -130,6 +130,10 @@ typedef struct {
     int64_t n_metrics, cap_metrics;
     int64_t *m_step;
     double *m_loss, *m_lr, *m_tps;
+    /* rank 0: evaluations so far (checkpoints carry them): step, epoch, CKPT_EVAL_N values a row */
+    int64_t n_evals, cap_evals;
+    int64_t *ev_step, *ev_epoch;
+    double *ev_values;
 } ps_state;
 
 /* worker/worker_loop.c */
@@ -164,6 +168,8 @@ void ckpt_collect_and_write(ps_state *r, int64_t steps_done);
 void ckpt_resume(ps_state *r, const char *mode);
 /* Rank 0 appends a row to the metrics it keeps for checkpoints. */
 void metrics_add(ps_state *r, int64_t step, double loss, double lr, double tps);
+/* Rank 0: appends an evaluation at the end of epoch `epoch` (step `step`). */
+void evals_add(ps_state *r, int64_t step, int64_t epoch, const train_metrics *m);
 
 /* coordinator/server.c */
 void server_init(ps_state *r);

@@ -1,8 +1,9 @@
 #!/bin/bash
 # Checkpoints and resume of lora_worker:
 #  - h5dump reads a checkpoint: its tree, and one dataset equal to the adapter the run wrote;
-#  - kill -9 of a random rank at a random moment after the first checkpoint, then
-#    --resume auto: the adapter is byte for byte the one of an uninterrupted run (3 trials);
+#  - kill -9 of a random rank at a random step after the first checkpoint, then
+#    --resume auto: the adapter is byte for byte the one of an uninterrupted run (20 kills
+#    that landed mid-run, 3 under LORA_QUICK=1; seeded by LORA_TEST_SEED, printed);
 #  - a writer killed in the middle of a checkpoint: the previous one is intact and used;
 #  - a truncated or corrupted newest checkpoint: the one before is used, with a warning;
 #  - resume with another r, other targets, another base model: a clear error naming it;
@@ -60,35 +61,51 @@ wait_for() { # wait_for FILE PATTERN: up to 60 s
     return 1
 }
 
-# kill -9 at random moments, resume, compare byte for byte
-for trial in 1 2 3; do
+# kill -9 of a random rank at a random step, resume, compare byte for byte: 20 kills that landed
+# mid-run (3 under LORA_QUICK=1, the sanitizer build); a run that finished before its kill is not
+# counted, and another is drawn. Seeded: LORA_TEST_SEED repeats the same ranks and steps.
+SEED=${LORA_TEST_SEED:-20261202}
+RANDOM=$SEED
+KILLS=${LORA_RESUME_KILLS:-$([ "${LORA_QUICK:-0}" = 1 ] && echo 3 || echo 20)}
+echo "kill trials: seed $SEED (LORA_TEST_SEED=$SEED repeats them), $KILLS kills mid-run wanted"
+landed=0
+for trial in $(seq 1 $((KILLS + 10))); do
+    [ $landed -ge $KILLS ] && break
     dir="$TMPD/kill$trial"
-    LORA_TEST_TAG="$dir" mpi_bg $NP "${CFG[@]}" --set checkpoint.dir="$dir" >"$dir.log" 2>&1
     victim_rank=$((RANDOM % NP))
-    kill_at=$((30 + RANDOM % 300)) # a random step after the first checkpoint (step 20)
-    if ! wait_for "$dir.log" "^step *$kill_at/"; then
-        fail "kill trial $trial: step $kill_at never came"
+    kill_at=$((30 + RANDOM % 340)) # a random step after the first checkpoint (step 20), before the last
+    LORA_TEST_TAG="$dir" mpi_bg $NP "${CFG[@]}" --set checkpoint.dir="$dir" >"$dir.log" 2>&1
+    # the victim's pid is looked up at step 1 (a scan of /proc takes a while), killed at kill_at
+    pid=
+    wait_for "$dir.log" "^step *1/" && pid=$(rank_pid "$dir" $victim_rank)
+    if [ -z "$pid" ] || ! wait_for "$dir.log" "^step *$kill_at/"; then
+        fail "kill trial $trial: no rank $victim_rank pid ('$pid') or step $kill_at never came: $(tail -2 "$dir.log")"
         kill -9 $job
+        wait $job
         continue
     fi
-    pid=$(rank_pid "$dir" $victim_rank)
-    at=$(grep -c "^step" "$dir.log")
-    [ -n "$pid" ] && kill -9 "$pid"
+    kill -9 "$pid"
     wait $job
     rc=$?
+    at=$(grep -c "^step" "$dir.log")
     if [ $rc -eq 0 ]; then
-        pass "kill trial $trial: the run finished before the kill (step $at): nothing to resume"
+        echo "     kill trial $trial: the run ended before the kill (exit $rc, step $at): not counted"
+        rm -rf "$dir"
         continue
     fi
+    landed=$((landed + 1))
     mpi $NP "${CFG[@]}" --set checkpoint.dir="$dir" --set train.out_dir="$dir-adapter" --resume auto \
         >"$dir-resume.log" 2>&1 || { fail "kill trial $trial: resume failed: $(tail -3 "$dir-resume.log")"; continue; }
     from=$(sed -n 's/^resume: .*: step \([0-9]*\) of.*/\1/p' "$dir-resume.log")
     if r=$("$LORA" compare "$TMPD/straight-adapter" "$dir-adapter"); then
-        pass "kill -9 of rank $victim_rank near step $at, resumed from step $from: $r"
+        pass "kill $landed: kill -9 of rank $victim_rank at step $at, resumed from step $from: $r"
     else
-        fail "kill -9 of rank $victim_rank near step $at, resumed from step $from: $r"
+        fail "kill $landed: kill -9 of rank $victim_rank at step $at, resumed from step $from: $r"
     fi
+    rm -rf "$dir" "$dir-adapter"
 done
+[ $landed -ge $KILLS ] && pass "$landed kills landed mid-run (seed $SEED), each resumed to the uninterrupted adapter" ||
+    fail "only $landed of $KILLS kills landed mid-run (seed $SEED)"
 
 # every M seconds (no every_steps): checkpoints appear on the clock as well
 dir="$TMPD/seconds"

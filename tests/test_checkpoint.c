@@ -26,153 +26,7 @@
 
 #define MOD0 "/adapter/base_model.model.transformer.h.0.attn.c_attn"
 
-/* 2 layers x (attn.c_attn in -> 3 in, mlp.c_proj 4 in -> in), plus one
- * unadapted site so the site and module indices differ. */
-static int make_sites(lora_site *s, int in) {
-    int n = 0;
-    for (int l = 0; l < 2; l++) {
-        snprintf(s[n].name, LORA_NAME, "transformer.h.%d.attn.c_attn", l);
-        s[n].in = in, s[n].out = 3 * in, n++;
-        snprintf(s[n].name, LORA_NAME, "transformer.h.%d.mlp.c_fc", l);
-        s[n].in = in, s[n].out = 4 * in, n++;
-        snprintf(s[n].name, LORA_NAME, "transformer.h.%d.mlp.c_proj", l);
-        s[n].in = 4 * in, s[n].out = in, n++;
-    }
-    return n;
-}
-
-static int make_adapter(lora_adapter *a, int in, int r, int rslora, int with_proj) {
-    lora_site sites[8];
-    int n = make_sites(sites, in);
-    lora_spec spec;
-    memset(&spec, 0, sizeof spec);
-    spec.r = r;
-    spec.alpha = 8;
-    spec.rslora = rslora;
-    spec.dropout = 0.05f;
-    snprintf(spec.targets[spec.n_targets++], LORA_NAME, "c_attn");
-    if (with_proj) snprintf(spec.targets[spec.n_targets++], LORA_NAME, "c_proj");
-    struct lerr e;
-    e.msg[0] = 0;
-    int rc = lora_create(a, &spec, sites, n, 1, &e);
-    CHECK(rc == 0, "lora_create: %s", e.msg);
-    return rc;
-}
-
-/* Distinct, irregular values (an LCG's bits as floats in [-2, 2)). */
-static void fill(float *x, size_t n, uint64_t seed, int positive) {
-    uint64_t s = seed * 6364136223846793005ull + 1442695040888963407ull;
-    for (size_t i = 0; i < n; i++) {
-        s = s * 6364136223846793005ull + 1442695040888963407ull;
-        float u = (float)((s >> 40) & 0xffffff) / 16777216.0f; /* [0, 1) */
-        x[i] = positive ? u * 1e-3f + 1e-9f : 4 * u - 2;
-    }
-}
-
-#define NM 40
-static int64_t g_mstep[NM];
-static double g_mloss[NM], g_mlr[NM], g_mtps[NM];
-
-static void make_state(ckpt_state *st, int64_t step) {
-    memset(st, 0, sizeof *st);
-    st->step = step;
-    st->epoch = 2;
-    st->tokens_seen = 123456789012ll;
-    st->data_cursor = step * 8; /* a global batch of 8 samples */
-    st->opt_steps = step - 1;
-    st->lr = 5e-3f, st->beta1 = 0.9f, st->beta2 = 0.999f, st->eps = 1e-8f, st->weight_decay = 0.01f;
-    st->min_lr_ratio = 0.1f;
-    st->schedule_kind = SCHED_COSINE;
-    st->warmup_steps = 10, st->total_steps = 300;
-    st->init_seed = 0xfedcba9876543210ull, st->data_seed = 17, st->dropout_seed = 0xffffffffffffffffull;
-    st->seq_len = 128, st->sampling = 1;
-    st->train_tokens = 987654;
-    st->config_text = "[model]\npath = models/gpt2\n\n[lora]\nr = 4\nalpha = 8\ntargets = c_attn, c_proj\n";
-    st->model_path = "models/gpt2/model.safetensors";
-    st->model_size = 497774208ull, st->model_hash = 0x0123456789abcdefull;
-    st->n_metrics = step < NM ? step : NM;
-    for (int i = 0; i < NM; i++) {
-        g_mstep[i] = i;
-        g_mloss[i] = 3.0 / (1 + i * 0.1);
-        g_mlr[i] = 5e-3 * i / 10.0;
-        g_mtps[i] = 12345.678 + i;
-    }
-    st->m_step = g_mstep, st->m_loss = g_mloss, st->m_lr = g_mlr, st->m_tokens_per_s = g_mtps;
-}
-
-static int state_equal(const ckpt_state *a, const ckpt_state *b, int with_metrics) {
-    int ok = a->step == b->step && a->epoch == b->epoch && a->tokens_seen == b->tokens_seen &&
-             a->data_cursor == b->data_cursor && a->opt_steps == b->opt_steps && a->lr == b->lr &&
-             a->beta1 == b->beta1 && a->beta2 == b->beta2 && a->eps == b->eps && a->weight_decay == b->weight_decay &&
-             a->min_lr_ratio == b->min_lr_ratio && a->schedule_kind == b->schedule_kind &&
-             a->warmup_steps == b->warmup_steps && a->total_steps == b->total_steps && a->init_seed == b->init_seed &&
-             a->data_seed == b->data_seed && a->dropout_seed == b->dropout_seed && a->seq_len == b->seq_len &&
-             a->sampling == b->sampling && a->train_tokens == b->train_tokens && a->model_size == b->model_size &&
-             a->model_hash == b->model_hash && a->config_text && b->config_text &&
-             !strcmp(a->config_text, b->config_text) && a->model_path && b->model_path &&
-             !strcmp(a->model_path, b->model_path);
-    if (!with_metrics) return ok;
-    size_t n = (size_t)a->n_metrics;
-    return ok && a->n_metrics == b->n_metrics &&
-           (n == 0 || (!memcmp(a->m_step, b->m_step, n * 8) && !memcmp(a->m_loss, b->m_loss, n * 8) &&
-                       !memcmp(a->m_lr, b->m_lr, n * 8) && !memcmp(a->m_tokens_per_s, b->m_tokens_per_s, n * 8)));
-}
-
-/* Names in dir (one per line) that contain `part`, sorted; count returned. */
-static int list_dir(const char *dir, const char *part, char *out, size_t cap) {
-    out[0] = 0;
-    DIR *d = opendir(dir);
-    if (!d) return -1;
-    char names[64][256];
-    int n = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) && n < 64)
-        if (de->d_name[0] != '.' || strstr(de->d_name, "tmp"))
-            if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") && strstr(de->d_name, part))
-                snprintf(names[n++], 256, "%s", de->d_name);
-    closedir(d);
-    for (int i = 0; i < n; i++)
-        for (int j = i + 1; j < n; j++)
-            if (strcmp(names[i], names[j]) > 0) {
-                char t[256];
-                memcpy(t, names[i], 256), memcpy(names[i], names[j], 256), memcpy(names[j], t, 256);
-            }
-    for (int i = 0; i < n; i++) snprintf(out + strlen(out), cap - strlen(out), "%s\n", names[i]);
-    return n;
-}
-
-static char *read_all(FILE *p, size_t *len) {
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    size_t k;
-    while (buf && (k = fread(buf + n, 1, cap - n - 1, p)) > 0) {
-        n += k;
-        if (cap - n < 1024) {
-            char *nb = realloc(buf, cap *= 2);
-            if (!nb) free(buf);
-            buf = nb;
-        }
-    }
-    if (buf) buf[n] = 0;
-    *len = n;
-    return buf;
-}
-
-static int copy_file(const char *from, const char *to) {
-    FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
-    int ok = a && b;
-    char buf[8192];
-    size_t k;
-    while (ok && (k = fread(buf, 1, sizeof buf, a)) > 0) ok = fwrite(buf, 1, k, b) == k;
-    if (a) fclose(a);
-    if (b && fclose(b)) ok = 0;
-    return ok ? 0 : -1;
-}
-
-static long file_size(const char *p) {
-    struct stat sb;
-    return stat(p, &sb) ? -1 : (long)sb.st_size;
-}
+#include "ckpt_testlib.h"
 
 /* ------------------------------------------------------------------ tests */
 
@@ -242,7 +96,7 @@ static void test_roundtrip_and_h5dump(const char *root, char *path, size_t cap) 
     for (size_t k = 0; k < sizeof bad_counts / sizeof bad_counts[0]; k++) {
         char bpath[700];
         snprintf(bpath, sizeof bpath, "%s/counts%zu.h5", root, k);
-        CHECK(copy_file(path, bpath) == 0, "copy %s", path);
+        CHECK(tu_copy_file(path, bpath) == 0, "copy %s", path);
         hid_t f = H5Fopen(bpath, H5F_ACC_RDWR, H5P_DEFAULT);
         /* H5Oopen + H5Aopen: H5Aopen_by_name(f, "/optimizer", ...) opened the root's attribute here (HDF5 1.10.8) */
         hid_t o = f < 0 ? -1 : H5Oopen(f, bad_counts[k].obj, H5P_DEFAULT);
@@ -312,6 +166,10 @@ static void test_roundtrip_and_h5dump(const char *root, char *path, size_t cap) 
             CHECK(strstr(out, "GROUP \"exp_avg_sq\""), "h5dump -H output lacks exp_avg_sq");
             CHECK(strstr(out, "DATASET \"lora_A\"") && strstr(out, "H5T_IEEE_F32LE"), "h5dump -H: no float lora_A");
             CHECK(strstr(out, "ATTRIBUTE \"format_version\""), "h5dump -H: no format_version");
+            const char *ev = strstr(out, "GROUP \"eval\"");
+            CHECK(ev && strstr(ev, "DATASET \"accuracy\"") && strstr(ev, "DATASET \"token_accuracy\"") &&
+                      strstr(ev, "DATASET \"epoch\""),
+                  "h5dump -H: no /metrics/eval with its columns");
             /* no whole tensor: version 1 as it always was, none of version 2's objects */
             const char *k1 = strstr(out, "ATTRIBUTE \"kind\""); /* /schedule's, and no module's */
             CHECK(!strstr(out, "modules_to_save") && !strstr(out, "full_finetune") && k1 &&
@@ -458,7 +316,7 @@ static void test_mismatches(const char *root, const char *good) {
     /* format_version 7 */
     char p[600];
     snprintf(p, sizeof p, "%s/v7.h5", root);
-    CHECK(copy_file(good, p) == 0, "copy");
+    CHECK(tu_copy_file(good, p) == 0, "copy");
     hid_t f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
     hid_t at = f >= 0 ? H5Aopen(f, "format_version", H5P_DEFAULT) : -1;
     int seven = 7;
@@ -477,7 +335,7 @@ static void test_mismatches(const char *root, const char *good) {
     }
     /* another format name */
     snprintf(p, sizeof p, "%s/other.h5", root);
-    copy_file(good, p);
+    tu_copy_file(good, p);
     f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
     if (f >= 0) {
         H5Adelete(f, "format");
@@ -503,7 +361,7 @@ static void test_mismatches(const char *root, const char *good) {
     };
     for (size_t i = 0; i < sizeof del / sizeof *del; i++) {
         snprintf(p, sizeof p, "%s/del%zu.h5", root, i);
-        copy_file(good, p);
+        tu_copy_file(good, p);
         f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
         CHECK(f >= 0 && H5Ldelete(f, del[i][0], H5P_DEFAULT) >= 0, "cannot delete %s", del[i][0]);
         if (f >= 0) H5Fclose(f);
@@ -518,7 +376,7 @@ static void test_mismatches(const char *root, const char *good) {
     }
     /* metrics of unequal lengths */
     snprintf(p, sizeof p, "%s/metrics.h5", root);
-    copy_file(good, p);
+    tu_copy_file(good, p);
     f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
     if (f >= 0) {
         H5Ldelete(f, "/metrics/lr", H5P_DEFAULT);
@@ -531,6 +389,37 @@ static void test_mismatches(const char *root, const char *good) {
     }
     rc = ckpt_read_meta(p, &got, NULL, &e);
     CHECK(rc == -1 && strstr(e.msg, "lr has 2 rows but step has 3"), "metrics lengths: %s", e.msg);
+
+    /* evaluations: a file from before they were stored (no /metrics/eval) reads as none; a row past the
+     * checkpoint's step is refused naming it */
+    snprintf(p, sizeof p, "%s/noeval.h5", root);
+    tu_copy_file(good, p);
+    f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+    CHECK(f >= 0 && H5Ldelete(f, "/metrics/eval", H5P_DEFAULT) >= 0, "cannot delete /metrics/eval");
+    if (f >= 0) H5Fclose(f);
+    if (!make_adapter(&b, 16, 4, 0, 1)) {
+        rc = ckpt_read(p, &got, &b, NULL, NULL, &e);
+        CHECK(rc == 0 && got.n_evals == 0 && got.ev_step == NULL && got.n_metrics == 3, "no /metrics/eval: rc %d: %s",
+              rc, e.msg);
+        if (rc == 0) ckpt_state_free(&got);
+        lora_free(&b);
+    }
+    snprintf(p, sizeof p, "%s/evalstep.h5", root);
+    tu_copy_file(good, p);
+    f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+    if (f >= 0) {
+        int64_t late[2] = {1, 99};
+        hid_t d = H5Dopen2(f, "/metrics/eval/step", H5P_DEFAULT);
+        CHECK(d >= 0 && H5Dwrite(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, late) >= 0, "edit eval step");
+        if (d >= 0) H5Dclose(d);
+        H5Fclose(f);
+    }
+    if (!make_adapter(&b, 16, 4, 0, 1)) {
+        rc = ckpt_read(p, &got, &b, NULL, NULL, &e);
+        CHECK(rc == -1 && strstr(e.msg, "/metrics/eval/step[1] = 99 is outside [1, 3]"), "eval step 99: %s", e.msg);
+        if (rc == 0) ckpt_state_free(&got);
+        lora_free(&b);
+    }
 
     /* missing, garbage, zero-length, a directory */
     const char *kinds[] = {"missing", "garbage", "empty", "dir"};
@@ -835,12 +724,6 @@ int main(void) {
     test_corruption(root, good);
     test_no_growth(root, good);
     test_dir(root);
-    if (!tu_failures) {
-        char cmd[600];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", root);
-    } else {
-        fprintf(stderr, "files kept in %s\n", root);
-    }
+    tu_scratch_done(root);
     return tu_end("test_checkpoint");
 }

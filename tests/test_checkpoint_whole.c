@@ -99,17 +99,6 @@ static void make_state(ckpt_state *st, int64_t step) {
     st->n_metrics = 3, st->m_step = g_step, st->m_loss = g_loss, st->m_lr = g_loss, st->m_tokens_per_s = g_loss;
 }
 
-static int copy_file(const char *from, const char *to) {
-    FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
-    int ok = a && b;
-    char buf[8192];
-    size_t k;
-    while (ok && (k = fread(buf, 1, sizeof buf, a)) > 0) ok = fwrite(buf, 1, k, b) == k;
-    if (a) fclose(a);
-    if (b && fclose(b)) ok = 0;
-    return ok ? 0 : -1;
-}
-
 /* stdout of a shell command (malloc'd), NULL when it fails */
 static char *run_capture(const char *cmd) {
     FILE *p = popen(cmd, "r");
@@ -258,7 +247,7 @@ static void test_roundtrip(const char *root, char *good, size_t cap) {
 /* A copy of good at root/name, edited by `edit` (may be NULL). */
 static void edited(char *p, size_t cap, const char *root, const char *name, const char *good, void (*edit)(hid_t f)) {
     snprintf(p, cap, "%s/%s.h5", root, name);
-    CHECK(copy_file(good, p) == 0, "copy to %s", p);
+    CHECK(tu_copy_file(good, p) == 0, "copy to %s", p);
     hid_t f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
     CHECK(f >= 0, "H5Fopen %s", p);
     if (f >= 0 && edit) edit(f);
@@ -478,7 +467,7 @@ static void test_corruption(const char *root, const char *good) {
             CHECK(addr != HADDR_UNDEF && size > 4, "%s: no chunk found", ds);
             if (addr == HADDR_UNDEF) continue;
             snprintf(p, sizeof p, "%s/flip.h5", root);
-            copy_file(good, p);
+            tu_copy_file(good, p);
             FILE *w = fopen(p, "r+b");
             long at = (long)addr + (long)(size - 4) / 2; /* a data byte (the last 4 are the checksum) */
             int c = w && fseek(w, at, SEEK_SET) == 0 ? fgetc(w) : EOF;
@@ -557,12 +546,6 @@ int main(void) {
         test_corruption(root, good);
         test_no_growth(root, good);
     }
-    if (!tu_failures) {
-        char cmd[600];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", root);
-    } else {
-        fprintf(stderr, "files kept in %s\n", root);
-    }
+    tu_scratch_done(root);
     return tu_end("test_checkpoint_whole");
 }

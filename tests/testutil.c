@@ -36,3 +36,24 @@ const char *tu_fixture(const char *name) {
     snprintf(buf, sizeof buf, "%s/%s", root ? root : "tests/fixtures", name);
     return buf;
 }
+
+int tu_copy_file(const char *from, const char *to) {
+    FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
+    int ok = a && b;
+    char buf[8192];
+    size_t k;
+    while (ok && (k = fread(buf, 1, sizeof buf, a)) > 0) ok = fwrite(buf, 1, k, b) == k;
+    if (a) fclose(a);
+    if (b && fclose(b)) ok = 0;
+    return ok ? 0 : -1;
+}
+
+void tu_scratch_done(const char *root) {
+    if (tu_failures) {
+        fprintf(stderr, "files kept in %s\n", root);
+        return;
+    }
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", root);
+}

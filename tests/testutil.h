@@ -24,6 +24,11 @@ double tu_rel_err(const float *a, const float *b, long n);
 double tu_max_abs(const float *a, const float *b, long n);
 /* Prints a summary line and returns the exit status for main. */
 int tu_end(const char *name);
+/* Copies a file; 0 or -1. */
+int tu_copy_file(const char *from, const char *to);
+/* At the end of a test: removes its scratch folder `root` when every check
+ * passed, else says it is kept (to look at what failed). */
+void tu_scratch_done(const char *root);
 /* Path of a fixture folder: $LORA_FIXTURES/<name> or ../shared/fixtures/<name>. */
 const char *tu_fixture(const char *name);
 #endif

@@ -3,7 +3,8 @@
 # adapter export at the end of every epoch, the best adapter by a metric kept;
 # the single process and lora_worker (BSP, 2 workers) print the same epoch
 # metrics and write the same adapters; the metrics file gets one line per
-# step and per evaluation; a run whose every step is skipped exits non-zero.
+# step and per evaluation; checkpoints carry the evaluations and a resumed run
+# its best so far; a run whose every step is skipped exits non-zero.
 set -u
 . "$(dirname "$0")/lib.sh"
 "$LORA" tokens --vocab 320 --count 3000 --seed 5 --out "$TMPD/tiny.tok" >/dev/null || exit 1
@@ -48,6 +49,27 @@ a=$(grep "^epoch [0-9]* (step" "$TMPD/one.log" | sed 's/ ([^(]*evaluated.*//'); 
 for d in epoch-1 epoch-2 best; do
     r=$("$LORA" compare "$TMPD/one/$d" "$TMPD/ps/$d" --tol 1e-5) && pass "lora_worker's $d: $r" || fail "lora_worker's $d: $r"
 done
+# the evaluations travel in the checkpoints (/metrics/eval): h5dump shows them, and a run resumed after
+# epoch 1 knows its best so far, so it keeps the same best adapter as the uninterrupted run
+mpi 3 "${CFG[@]}" --set train.out_dir="$TMPD/ck" --set checkpoint.dir="$TMPD/ck-ckpt" --set checkpoint.every_steps=30 \
+    --set checkpoint.keep=0 >"$TMPD/ck.log" 2>&1 || { tail "$TMPD/ck.log"; fail "lora_worker with checkpoints failed"; }
+want=$(sed -n 's/^epoch [12] (step [0-9]*) | val loss [0-9.]* | perplexity \([0-9.]*\).*/\1/p' "$TMPD/ck.log" | tr '\n' ' ')
+got=$(h5dump -d /metrics/eval/perplexity "$TMPD/ck-ckpt/step_00000047.h5" 2>&1 | sed -n '/DATA {/,/}/p' |
+    sed 's/([0-9]*)://' | tr ',' '\n' | grep -E '^ *[0-9]' | xargs printf '%.2f ')
+[ -n "$got" ] && [ "$got" = "$want" ] && pass "h5dump -d /metrics/eval/perplexity: $got(as printed)" ||
+    fail "/metrics/eval/perplexity: '$got', printed '$want'"
+mkdir -p "$TMPD/ck2-ckpt"
+cp "$TMPD/ck-ckpt/step_00000030.h5" "$TMPD/ck2-ckpt/"
+mpi 3 "${CFG[@]}" --set train.out_dir="$TMPD/ck2" --set checkpoint.dir="$TMPD/ck2-ckpt" --set checkpoint.every_steps=30 \
+    --resume auto >"$TMPD/ck2.log" 2>&1 || { tail "$TMPD/ck2.log"; fail "resume after epoch 1 failed"; }
+p1=$(sed -n 's/^epoch 1 (step 24) | val loss [0-9.]* | perplexity \([0-9.]*\).*/\1/p' "$TMPD/ck.log")
+r=
+if grep -q "^resume: 1 evaluation so far; the best perplexity so far ${p1}[0-9]* (epoch 1)" "$TMPD/ck2.log" &&
+    r=$("$LORA" compare "$TMPD/ck/best" "$TMPD/ck2/best"); then
+    pass "resumed at step 30: epoch 1's evaluation and best ($p1) restored; the same best adapter: $r"
+else
+    fail "resume with evaluations: $(grep -E "^resume|^best" "$TMPD/ck2.log" | tr '\n' ' ') ${r:-}"
+fi
 if LORA_TEST_NAN=0:0 "$LORA" train --config tests/ps-tiny.ini --set data.train="$TMPD/tiny.tok" --set train.steps=1 \
     >"$TMPD/skip.log" 2>&1; then
     fail "a run whose every step was skipped exited 0"
