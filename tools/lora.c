@@ -5,6 +5,7 @@
  *   lora parity FIXTURE_DIR [--tol 1e-4]                       check against HF + peft outputs
  *   lora merge  --model DIR --adapter DIR --out DIR            write the merged HF model
  *   lora tokenize --model DIR [--special] [--pair] [--decode [--skip-special]] FILE   HF tokenizers
+ *   lora prep --task lm|seq_cls|token_cls --model DIR --out FILE INPUT...   text -> training data
  * A thin main: every command is a library call, so tests link the same code.
  */
 #include <limits.h>
@@ -24,6 +25,7 @@
 #include "generate.h"
 #include "parity.h"
 #include "predict.h"
+#include "prep.h"
 #include "plot.h"
 #include "safetensors.h"
 #include "util.h"
@@ -56,6 +58,11 @@ static int usage_to(FILE *to, int rc) {
             "                --special: add BOS/CLS/SEP as HF's add_special_tokens=True; --pair: each line is\n"
             "                TEXT_A<TAB>TEXT_B, printed as ids<TAB>token type ids)\n"
             "  lora tokenize --model DIR --decode [--skip-special] FILE|-   (ids per line -> text per line)\n"
+            "  lora prep --task lm|seq_cls|token_cls --model DIR --out FILE [--val-out FILE (--val-file FILE |\n"
+            "            --val-fraction F [--seed S])] [--max-length T] [--no-truncation] [--text-column NAME]\n"
+            "            [--text-pair-column NAME] [--label-column NAME] [--format tsv|csv|jsonl] [--label-all-tokens]\n"
+            "            [--labels-out FILE] [--invalid-utf8 error|replace] [--lines] [--add-special] [--threads N]\n"
+            "            INPUT...   (text files or folders -> a token file (lm) or a labeled dataset; lora prep --help)\n"
             "  lora init-model --out DIR [--preset gpt2-124m] [--layers L --embd C --heads H --vocab V --positions P]\n"
             "                  [--seed S] [--dtype f32|f16]   (random GPT-2 for benchmarks)\n"
             "  lora init-model --family llama|mistral|qwen2 --out DIR [--layers L --embd C --heads H --kv-heads K\n"
@@ -714,6 +721,7 @@ int main(int argc, char **argv) {
     g_cmd = cmd;
     /* --help anywhere (lora --help, lora merge --help): the usage on stdout, exit 0 */
     if (!strcmp(cmd, "help")) return usage_to(stdout, 0);
+    if (!strcmp(cmd, "prep")) return prep_main(argc - 2, argv + 2); /* its own --help */
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return usage_to(stdout, 0);
     if (!strcmp(cmd, "parity")) return cmd_parity(argc - 2, argv + 2);
