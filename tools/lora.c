@@ -50,7 +50,7 @@ static int usage_to(FILE *to, int rc) {
             "               the label and its probabilities, or the entities; --file: one JSON line per input line)\n"
             "  lora plot METRICS_FILE --out curve.png   (training/validation loss and the metric against steps)\n"
             "  lora compare ADAPTER_A ADAPTER_B [--tol REL]   (no --tol: must be bitwise equal)\n"
-            "  lora show FILE.safetensors TENSOR   (prints the values, one per line)\n"
+            "  lora show FILE.safetensors TENSOR   (prints the values, one per line; integers as integers)\n"
             "  lora tokens --vocab V --count N [--seed S] --out FILE   (synthetic token file for tests)\n"
             "  lora dataset --task SEQ_CLS|TOKEN_CLS --vocab V --labels L --count N --seq T [--seed S] --out FILE\n"
             "               (a synthetic labeled dataset for tests: the label decides the tokens, so it can be learned)\n"
@@ -170,7 +170,7 @@ static int cmd_compare(int argc, char **argv) {
     return (tol == 0 ? !bitwise : !(worst <= tol)) ? 1 : 0;
 }
 
-/* Prints one tensor of a safetensors file, a value per line (%.9g). */
+/* Prints one tensor of a safetensors file, a value per line (%.9g; integer dtypes as integers). */
 static int cmd_show(int argc, char **argv) {
     if (argc != 2) return bad("needs FILE.safetensors and a TENSOR name");
     struct lerr e = {{0}};
@@ -185,7 +185,14 @@ static int cmd_show(int argc, char **argv) {
         fprintf(stderr, "lora show: %s has no tensor '%s'\n", argv[0], argv[1]);
     } else {
         float *v = xmalloc(sizeof(float) * (size_t)(t->numel ? t->numel : 1));
-        if (st_to_f32(v, t, &e)) {
+        int isint = t->dtype == ST_I64 || t->dtype == ST_I32 || t->dtype == ST_U16 || t->dtype == ST_U8;
+        if (isint) { /* integers (ids, masks, labels) as integers */
+            int32_t *iv = xmalloc(sizeof(int32_t) * (size_t)(t->numel ? t->numel : 1));
+            if (st_to_i32(iv, t, &e)) fprintf(stderr, "lora show: %s\n", e.msg);
+            for (int64_t i = 0; !e.msg[0] && i < t->numel; i++) printf("%d\n", iv[i]);
+            rc = e.msg[0] ? 1 : 0;
+            free(iv);
+        } else if (st_to_f32(v, t, &e)) {
             fprintf(stderr, "lora show: %s\n", e.msg);
         } else {
             for (int64_t i = 0; i < t->numel; i++) printf("%.9g\n", v[i]);

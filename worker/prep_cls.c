@@ -188,6 +188,8 @@ done:
 
 static int read_jsonl(const char *path, const char *s, size_t len, const prep_opts *o, exs_t *x, struct lerr *e) {
     long line = 0;
+    cols_t c;
+    int have_cols = 0;
     for (size_t a = 0; a < len;) {
         const char *nl = memchr(s + a, '\n', len - a);
         size_t b = nl ? (size_t)(nl - s) : len;
@@ -200,8 +202,10 @@ static int read_jsonl(const char *path, const char *s, size_t len, const prep_op
             cJSON_Delete(j);
             return lerr_set(e, "%s:%ld: not a JSON object (JSONL wants one object per line)", path, line);
         }
-        cols_t c;
-        pick_cols(o, json_has, j, &c);
+        if (!have_cols) { /* the defaults from the first object, kept for the file */
+            pick_cols(o, json_has, j, &c);
+            have_cols = 1;
+        }
         const char *names[3] = {c.text, c.pair, c.label};
         char num[32];
         const char *val[3] = {0};
