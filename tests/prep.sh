@@ -203,6 +203,9 @@ bad "a sentence longer than --max-length with --no-truncation" "longs.conll:1: t
 printf 'good \xc3\x28 text\n' >"$TMPD/utf8.txt"
 bad "invalid UTF-8 in a text file (lm)" "utf8.txt:1: column 6 (byte): invalid UTF-8" --task lm --model "$TMPD/gpt2" \
     --out "$TMPD/bad.bin" "$TMPD/utf8.txt"
+printf 'good\ntext \0 here\n' >"$TMPD/nul.txt"
+bad "a NUL byte in a text file" "nul.txt:2: column 6 (byte): a NUL byte" --task lm --model "$TMPD/gpt2" \
+    --out "$TMPD/bad.bin" "$TMPD/nul.txt"
 bad "an unknown option" "unknown option --bogus" --task lm --model "$TMPD/gpt2" --out "$TMPD/bad.bin" --bogus 1 $D/text
 "$LORA" prep --help | grep -q -- "--label-all-tokens" && "$LORA" --help | grep -q "lora prep" &&
     pass "lora prep --help and lora --help list the options" || fail "help"

@@ -294,6 +294,14 @@ char *prep_read_text(const char *path, int replace, size_t *len, long *n_replace
     char *s = read_text_file(path, (size_t)1 << 34, e);
     if (!s) return NULL;
     size_t n = strlen(s), bad = 0;
+    struct stat st;
+    if (!stat(path, &st) && (size_t)st.st_size > n) { /* the text would end at the NUL: say so instead */
+        long line, col;
+        prep_line_col(s, n, &line, &col);
+        lerr_set(e, "%s:%ld: column %ld (byte): a NUL byte (not a text file?)", path, line, col);
+        free(s);
+        return NULL;
+    }
     long k = prep_utf8_fix(s, n, &bad, NULL, NULL);
     if (k && !replace) {
         long line, col;

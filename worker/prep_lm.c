@@ -171,7 +171,10 @@ int prep_lm(const prep_opts *o, FILE *log, struct lerr *e) {
             {
                 done_files++;
                 tok_so_far += fo[i].n;
-                if (fo[i].failed) stop = 1;
+                if (fo[i].failed) {
+#pragma omp atomic write
+                    stop = 1;
+                }
                 if (tty) progress(done_files, n_all, tok_so_far);
             }
         }
