@@ -88,7 +88,7 @@ if [ $ref_ok = 1 ]; then
     [ "$QUICK" != "--quick" ] && run "${REF_CHECKS[14]}" tests/ref_prep.sh "$B"
     # mostly Python's time: once, in the normal build (their C side runs under the sanitizers in the
     # other tests, test_tokenizer included)
-    [ "$QUICK" = "--quick" ] && echo "(the HF round trips and the tokenizer comparison run in the normal build only)"
+    [ "$QUICK" = "--quick" ] && echo "(the HF round trips and the tokenizer and lora prep comparisons run in the normal build only)"
 fi
 run "bad inputs" tests/bad_inputs.sh "$B"
 run "lora prep: SST-2, CoNLL and text samples into data lora train learns from; bad inputs named by file:line" tests/prep.sh "$B"

@@ -102,8 +102,19 @@ for f in csv jsonl; do
     done
     [ $same = 1 ] && pass "seq_cls: the $f file gives the TSV's tensors" || fail "seq_cls: the $f file differs from the TSV"
 done
-# labels by name, collected: a labels file beside the output
 sed 's/\t1 *$/\tpositive/; s/\t0 *$/\tnegative/' $D/sst2-sample.tsv >"$TMPD/named.tsv"
+# names through label2id; numbers stay class ids beside a label2id
+mkdir -p "$TMPD/bert-l2i" && cp "$TMPD/bert/"* "$TMPD/bert-l2i/"
+sed -i 's/"vocab_size": 320/"vocab_size": 320, "id2label": {"0": "negative", "1": "positive"}, "label2id": {"positive": 1, "negative": 0}/' \
+    "$TMPD/bert-l2i/config.json"
+prep_ok "seq_cls with label names through label2id" --task seq_cls --model "$TMPD/bert-l2i" --out "$TMPD/l2i.st" \
+    --max-length 32 "$TMPD/named.tsv"
+cmp -s <("$LORA" show "$TMPD/all-tsv.st" labels) <("$LORA" show "$TMPD/l2i.st" labels) && grep -q label2id "$TMPD/prep.log" &&
+    pass "seq_cls: names through label2id give the numbered ids" || fail "seq_cls: label2id mapping"
+prep_ok "seq_cls: integer labels beside a label2id" --task seq_cls --model "$TMPD/bert-l2i" --out "$TMPD/l2n.st" \
+    --max-length 32 $D/sst2-sample.tsv
+grep -q "class ids" "$TMPD/prep.log" && pass "seq_cls: integers stay class ids with a label2id" || fail "seq_cls: integers with label2id"
+# labels by name, collected: a labels file beside the output
 prep_ok "seq_cls with label names (collected)" --task seq_cls --model "$TMPD/bert" --out "$TMPD/named.st" \
     --max-length 32 "$TMPD/named.tsv"
 [ "$(cat "$TMPD/named.st.labels" 2>/dev/null | tr '\n' ' ')" = "negative positive " ] &&

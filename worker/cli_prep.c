@@ -21,7 +21,7 @@ static const char prep_help[] =
     "    --label-column NAME       (default: label)\n"
     "  --task token_cls  CoNLL files (token first, tag last; blank line between sentences) -> a dataset\n"
     "    --label-all-tokens        label every word piece (B-X -> I-X after the first), not only the first\n"
-    "  labels: through config.json's label2id; else integers are class ids (seq_cls); else the names\n"
+    "  labels: integers are class ids (seq_cls); names go through config.json's label2id, or without one\n"
     "    are collected, sorted and written to --labels-out FILE (default: OUT.labels)\n"
     "  --max-length T    classification: truncate and pad to T tokens (default: 128, at most the model's)\n"
     "  --no-truncation   a text longer than T is an error instead\n"

@@ -13,9 +13,9 @@
  * tokenizer's post-processor adds around one sequence, truncated to T, and
  * labeled as run_ner labels them (prep_align_labels).
  *
- * Labels: mapped through config.json's label2id when it names them (not
- * transformers' LABEL_k defaults); otherwise, for sequence classification,
- * integers are ids; otherwise the names of the training files are collected,
+ * Labels: for sequence classification, integers are class ids; names are
+ * mapped through config.json's label2id when it has names (not transformers'
+ * LABEL_k defaults); otherwise the names of the training files are collected,
  * sorted (byte order, as run_glue / run_ner sort their label lists) and
  * written beside the output. A validation file's unknown label is an error.
  */
@@ -386,20 +386,20 @@ static const char *label_name(const labels_t *L, int id) {
 static int labels_decide(labels_t *L, const exs_t *tr, const exs_t *va, const prep_model_info *mi, model_task task,
                          struct lerr *e) {
     memset(L, 0, sizeof *L);
+    int all_num = task == TASK_SEQ_CLS; /* integers are class ids, whatever label2id says (GLUE's ClassLabel) */
+    int32_t v;
+    for (int s = 0; s < 2 && all_num; s++)
+        for (int64_t i = 0; i < (s ? va->n : tr->n) && all_num; i++)
+            all_num = prep_parse_label_id((s ? va : tr)->v[i].tag[0], strlen((s ? va : tr)->v[i].tag[0]), &v);
+    if (all_num) {
+        L->by_number = 1;
+        return 0;
+    }
     if (mi->n_label2id) {
         L->n = mi->n_label2id;
         L->names = mi->label_names;
         L->ids = mi->label_ids;
     } else {
-        int all_num = task == TASK_SEQ_CLS;
-        int32_t v;
-        for (int s = 0; s < 2 && all_num; s++)
-            for (int64_t i = 0; i < (s ? va->n : tr->n) && all_num; i++)
-                all_num = prep_parse_label_id((s ? va : tr)->v[i].tag[0], strlen((s ? va : tr)->v[i].tag[0]), &v);
-        if (all_num) {
-            L->by_number = 1;
-            return 0;
-        }
         size_t cap = 0;
         for (int64_t i = 0; i < tr->n; i++) cap += (size_t)(task == TASK_SEQ_CLS ? 1 : tr->v[i].n);
         char **all = malloc(sizeof(char *) * (cap ? cap : 1));
