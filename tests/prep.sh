@@ -160,6 +160,12 @@ lm_case llama "$TMPD/llama" 0.6 --set lora.full_finetune=true --set optim.lr=3e-
 grep -q "4 documents" <("$LORA" prep --task lm --model "$TMPD/gpt2" --out "$TMPD/t1.bin" $D/text) &&
     pass "lm: the summary counts the 4 files as documents" || fail "lm: summary"
 
+# the demo's validation file, a document per line, is the demo's token file (both uint16 after a 1024-byte header)
+"$LORA" prep --task lm --model demo/tiny-gpt2-pydocs --lines --out "$TMPD/wn.bin" demo/wordnet.val.txt >"$TMPD/wn.log" &&
+    cmp -s <(tail -c +1025 "$TMPD/wn.bin") <(tail -c +1025 demo/wordnet.val.bin) &&
+    pass "lm: prep --lines of demo/wordnet.val.txt gives demo/wordnet.val.bin's tokens ($(grep -o "[0-9]* documents, [0-9]* tokens" "$TMPD/wn.log"))" ||
+    fail "lm: demo/wordnet.val.txt does not give demo/wordnet.val.bin's tokens"
+
 # --- bad inputs: non-zero exit, the message names file:line
 # bad NAME WANT ARGS...: lora prep fails and stderr contains WANT
 bad() {
