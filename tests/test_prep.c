@@ -57,6 +57,11 @@ static void test_split(void) {
           "an unterminated quote is an error: %s", e.msg);
     CHECK(prep_split_record("\"a\"b,c\n", 7, ',', 1, &r, &used, &lines, &e) < 0 && strstr(e.msg, "after the closing"),
           "a character after a closing quote is an error: %s", e.msg);
+    /* a quote inside an unquoted field is text; a later quoted field still spans lines */
+    const char *odd = "a\"b,\"x\ny\",z\nnext";
+    CHECK(!prep_split_record(odd, strlen(odd), ',', 1, &r, &used, &lines, &e) && r.n == 3 && field_is(&r, 0, "a\"b") &&
+              field_is(&r, 1, "x\ny") && field_is(&r, 2, "z") && used == strlen(odd) - 4,
+          "a stray quote, then a quoted newline (n %d, used %zu)", r.n, used);
     /* GLUE's TSV: no quoting, quotes are text */
     const char *tsv = "he said \"no\" , twice \t0\n";
     CHECK(!prep_split_record(tsv, strlen(tsv), '\t', 0, &r, &used, &lines, &e) && r.n == 2 &&

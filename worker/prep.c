@@ -110,11 +110,20 @@ int prep_split_record(const char *s, size_t n, char sep, int quoted, prep_record
                       struct lerr *e) {
     r->n = 0;
     *lines = 0;
-    /* the unescaped text is never longer than the input plus a NUL per field */
+    /* the record's extent (to the first line end outside quotes) bounds its unescaped text, which is
+     * never longer than the input plus a NUL per field: buf holds 2 * extent + 2 */
+    size_t ext = 0;
+    for (int inq = 0, start = 1; ext < n && (inq || s[ext] != '\n'); ext++) { /* quotes as the parser reads them */
+        char ch = s[ext];
+        if (inq && ch == '"' && ext + 1 < n && s[ext + 1] == '"') ext++;
+        else if (inq && ch == '"') inq = 0;
+        else if (!inq && quoted && start && ch == '"') inq = 1;
+        start = ch == sep;
+    }
     size_t i = 0, w = 0;
-    if (rec_grow(r, n + 2) < 0) return lerr_set(e, "out of memory");
+    if (rec_grow(r, 2 * ext + 2) < 0) return lerr_set(e, "out of memory");
     for (;;) {
-        if (rec_grow(r, n + (size_t)r->n + 2) < 0) return lerr_set(e, "out of memory");
+        if (rec_grow(r, 0) < 0) return lerr_set(e, "out of memory");
         size_t start = w;
         if (quoted && i < n && s[i] == '"') {
             size_t q = i++;
