@@ -180,6 +180,7 @@ bad() {
     fi
 }
 S=(--task seq_cls --model "$TMPD/bert" --out "$TMPD/bad.st" --max-length 32)
+N=(--task token_cls --model "$TMPD/ner" --out "$TMPD/bad.st" --max-length 32)
 printf 'sentence\tlabel\ngood film\t1\nno label here\n' >"$TMPD/nolabel.tsv"
 bad "a missing column" "nolabel.tsv:3: column 'label' (2) is missing" "${S[@]}" "$TMPD/nolabel.tsv"
 printf 'text\tlabel\ngood film\t1\n' >"$TMPD/nocol.tsv"
@@ -194,7 +195,10 @@ bad "a validation label the training files lack" "va.tsv:2: column 'label' (2): 
 printf 'sentence\tlabel\ngood film\t1\n  \t0\n' >"$TMPD/empty.tsv"
 bad "an empty text" "empty.tsv:3: column 'sentence' (1) is empty" "${S[@]}" "$TMPD/empty.tsv"
 printf 'sentence\tlabel\ngood film\t1\nbad \xff film\t0\n' >"$TMPD/utf8.tsv"
-bad "invalid UTF-8" "utf8.tsv:3: column 5 (byte): invalid UTF-8" "${S[@]}" "$TMPD/utf8.tsv"
+bad "invalid UTF-8" "utf8.tsv:3: column 'sentence' (1): invalid UTF-8 (byte 0xFF, byte 5 of the field" "${S[@]}" \
+    "$TMPD/utf8.tsv"
+printf 'Anna B-PER\nw\xe4nt O\n' >"$TMPD/utf8.conll"
+bad "invalid UTF-8 in CoNLL" "utf8.conll:2: column 2 (byte): invalid UTF-8" "${N[@]}" "$TMPD/utf8.conll"
 "$LORA" prep "${S[@]}" --invalid-utf8 replace "$TMPD/utf8.tsv" >"$TMPD/rep.log" 2>&1 &&
     grep -q "1 sequence replaced with U+FFFD" "$TMPD/rep.log" && pass "--invalid-utf8 replace says so" ||
     fail "--invalid-utf8 replace: $(cat "$TMPD/rep.log")"
@@ -207,7 +211,6 @@ printf 'label,sentence\n1,"an open quote\n' >"$TMPD/quote.csv"
 bad "an unterminated CSV quote" "quote.csv:2: a quoted field" "${S[@]}" "$TMPD/quote.csv"
 printf '{"sentence": "good", "label": 1}\n{"text": "bad", "label": 0}\n' >"$TMPD/key.jsonl"
 bad "a JSONL line without the key" 'key.jsonl:2: no key "sentence"' "${S[@]}" "$TMPD/key.jsonl"
-N=(--task token_cls --model "$TMPD/ner" --out "$TMPD/bad.st" --max-length 32)
 printf 'Anna B-PER\nwent O\nhome\n' >"$TMPD/fields.conll"
 bad "a CoNLL line with one field" "fields.conll:3: 1 field" "${N[@]}" "$TMPD/fields.conll"
 printf 'Anna NNP B-PER\nwent O\n' >"$TMPD/fields2.conll"

@@ -299,7 +299,7 @@ fail:
     return -1;
 }
 
-char *prep_read_text(const char *path, int replace, size_t *len, long *n_replaced, struct lerr *e) {
+char *prep_read_text(const char *path, int utf8, size_t *len, long *n_replaced, struct lerr *e) {
     char *s = read_text_file(path, (size_t)1 << 34, e);
     if (!s) return NULL;
     size_t n = strlen(s), bad = 0;
@@ -311,8 +311,8 @@ char *prep_read_text(const char *path, int replace, size_t *len, long *n_replace
         free(s);
         return NULL;
     }
-    long k = prep_utf8_fix(s, n, &bad, NULL, NULL);
-    if (k && !replace) {
+    long k = utf8 == PREP_UTF8_UNCHECKED ? 0 : prep_utf8_fix(s, n, &bad, NULL, NULL);
+    if (k && utf8 == PREP_UTF8_ERROR) {
         long line, col;
         prep_line_col(s, bad, &line, &col);
         lerr_set(e, "%s:%ld: column %ld (byte): invalid UTF-8 (byte 0x%02X; %ld invalid sequence%s in the file; "

@@ -124,6 +124,23 @@ static int add_seq_example(exs_t *x, const char *file, long line, const char *co
     return 0;
 }
 
+/* Invalid UTF-8 in a record's fields: an error naming the line and the column (by the header's
+ * name when there is one). Fields keep the bytes of the file (separators and quotes are ASCII, so
+ * an invalid sequence is never split by them), so this finds what a check of the file would. */
+static int fields_utf8(const char *path, long line, const prep_record *r, const prep_record *h, struct lerr *e) {
+    for (int k = 0; k < r->n; k++) {
+        size_t bad = 0;
+        long n = prep_utf8_fix(r->buf + r->off[k], r->len[k], &bad, NULL, NULL);
+        if (!n) continue;
+        char col[160];
+        if (h && k < h->n) snprintf(col, sizeof col, "column '%s' (%d)", h->buf + h->off[k], k + 1);
+        else snprintf(col, sizeof col, "column %d", k + 1);
+        return lerr_set(e, "%s:%ld: %s: invalid UTF-8 (byte 0x%02X, byte %zu of the field; --invalid-utf8 replace "
+                        "writes U+FFFD instead)", path, line, col, (unsigned char)r->buf[r->off[k] + bad], bad + 1);
+    }
+    return 0;
+}
+
 static int read_delim(const char *path, const char *s, size_t len, char sep, const prep_opts *o, exs_t *x,
                       struct lerr *e) {
     prep_record h = {0}, r = {0};
@@ -137,6 +154,7 @@ static int read_delim(const char *path, const char *s, size_t len, char sep, con
     }
     at = used;
     line += nl;
+    if (fields_utf8(path, 1, &h, NULL, e)) goto done;
     cols_t c;
     pick_cols(o, rec_has, &h, &c);
     int ti = rec_has(&h, c.text) - 1, pi = c.pair ? rec_has(&h, c.pair) - 1 : -1, li = rec_has(&h, c.label) - 1;
@@ -160,6 +178,7 @@ static int read_delim(const char *path, const char *s, size_t len, char sep, con
         at += used;
         line += nl;
         if (r.n == 1 && blank(r.buf, r.len[0])) continue; /* a blank line */
+        if (fields_utf8(path, here, &r, &h, e)) goto done;
         const int want[3] = {ti, pi, li};
         const char *names[3] = {c.text, c.pair, c.label};
         for (int k = 0; k < 3; k++) {
@@ -337,13 +356,16 @@ static const char *ext_of(const char *path) {
 
 static int read_file(const char *path, const prep_opts *o, exs_t *x, long *replaced, struct lerr *e) {
     size_t len;
-    char *s = prep_read_text(path, o->replace_utf8, &len, replaced, e);
+    const char *f = o->format ? o->format : ext_of(path);
+    int delim = o->task == TASK_SEQ_CLS && (!strcmp(f, "tsv") || !strcmp(f, "csv"));
+    /* delimited files are checked field by field (read_delim), so that an error names the column */
+    char *s = prep_read_text(path, o->replace_utf8 ? PREP_UTF8_REPLACE : delim ? PREP_UTF8_UNCHECKED : PREP_UTF8_ERROR,
+                             &len, replaced, e);
     if (!s) return -1;
     int rc;
     if (o->task == TASK_TOKEN_CLS)
         rc = read_conll(path, s, len, x, e);
     else {
-        const char *f = o->format ? o->format : ext_of(path);
         if (!strcmp(f, "tsv")) rc = read_delim(path, s, len, '\t', o, x, e);
         else if (!strcmp(f, "csv")) rc = read_delim(path, s, len, ',', o, x, e);
         else if (!strcmp(f, "jsonl") || !strcmp(f, "json")) rc = read_jsonl(path, s, len, o, x, e);

@@ -16,9 +16,12 @@ int prep_list_files(const char *const *inputs, int n, char ***files, int *n_file
 void prep_files_free(char **files, int n);
 
 /* A whole file as text: invalid UTF-8 is an error naming path:line:column
- * (the byte column), or with replace each invalid sequence becomes U+FFFD
- * and *n_replaced counts them. NUL-terminated, malloc'd. */
-char *prep_read_text(const char *path, int replace, size_t *len, long *n_replaced, struct lerr *e);
+ * (the byte column) with utf8 = PREP_UTF8_ERROR, each invalid sequence
+ * becomes U+FFFD (*n_replaced counts them) with PREP_UTF8_REPLACE, or is
+ * left for the caller to find with PREP_UTF8_UNCHECKED. A NUL byte is an
+ * error. NUL-terminated, malloc'd. */
+enum { PREP_UTF8_ERROR = 0, PREP_UTF8_REPLACE = 1, PREP_UTF8_UNCHECKED = 2 };
+char *prep_read_text(const char *path, int utf8, size_t *len, long *n_replaced, struct lerr *e);
 
 /* What the model folder says (config.json, tokenizer_config.json). */
 typedef struct {

@@ -49,7 +49,7 @@ static int fo_push(file_out *f, const int32_t *ids, size_t n, int32_t eos) {
 
 static void tokenize_file(tkz *t, const char *path, const prep_opts *o, int32_t eos, file_out *f) {
     size_t len;
-    char *s = prep_read_text(path, o->replace_utf8, &len, &f->replaced, &f->err);
+    char *s = prep_read_text(path, o->replace_utf8 ? PREP_UTF8_REPLACE : PREP_UTF8_ERROR, &len, &f->replaced, &f->err);
     if (!s) {
         f->failed = 1;
         return;
