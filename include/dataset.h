@@ -41,4 +41,14 @@ int ds_has_types(const ds_file *d);
  * labels (B) for SEQ_CLS or (B, T) for TOKEN_CLS. */
 void ds_get(const ds_file *d, int64_t i, int r, int32_t *tokens, int32_t *mask, int32_t *types, int32_t *labels);
 
+/* Writes n examples of T positions in this format (as I64 tensors, the file
+ * replaced atomically): ids (N, T), mask and types (N, T) or NULL (not
+ * written), labels (N) for SEQ_CLS or (N, T) for TOKEN_CLS. When n_names >
+ * 0, the label names (id order) go into the metadata as "label_names", a
+ * JSON array (readers ignore it; it says what the ids mean). 0, or -1 with a
+ * message. */
+int ds_write(const char *path, model_task task, int64_t n, int T, const int32_t *ids, const int32_t *mask,
+             const int32_t *types, const int32_t *labels, const char *const *label_names, int n_names,
+             struct lerr *e);
+
 #endif

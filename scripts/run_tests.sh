@@ -38,7 +38,8 @@ REF_CHECKS=("random-shape parity vs HF + peft (gpt2, $PARITY_N configurations)"
     "random-shape parity vs HF + peft (bert-ner, $PARITY_N configurations)"
     "BERT round trips (peft loads our adapters, transformers our merged models, we load peft's)"
     "tokenizers vs HF tokenizers (lora tokenize, every kind, exact ids)"
-    "lora predict vs transformers + peft (BERT sequence and token classification, adapter and merged)")
+    "lora predict vs transformers + peft (BERT sequence and token classification, adapter and merged)"
+    "lora prep vs HF tokenizers + run_ner's alignment (input_ids, attention_mask, token_type_ids, labels)")
 ref_ok=0
 if [ "${CI:-}" != "true" ] && [ "${LORA_NO_REF:-}" = 1 ]; then
     not_run+=("${REF_CHECKS[@]}")
@@ -93,11 +94,13 @@ if [ $ref_ok = 1 ]; then
     [ "$QUICK" != "--quick" ] && run "${REF_CHECKS[11]}" tests/ref_roundtrip_bert.sh "$B"
     [ "$QUICK" != "--quick" ] && run "${REF_CHECKS[12]}" tests/ref_tokenizer.sh "$B"
     [ "$QUICK" != "--quick" ] && run "${REF_CHECKS[13]}" tests/ref_predict.sh "$B"
+    [ "$QUICK" != "--quick" ] && run "${REF_CHECKS[14]}" tests/ref_prep.sh "$B"
     # mostly Python's time: once, in the normal build (their C side runs under the sanitizers in the
     # other tests, test_tokenizer included)
-    [ "$QUICK" = "--quick" ] && echo "(the HF round trips and the tokenizer comparison run in the normal build only)"
+    [ "$QUICK" = "--quick" ] && echo "(the HF round trips and the tokenizer and lora prep comparisons run in the normal build only)"
 fi
 run "bad inputs" tests/bad_inputs.sh "$B"
+run "lora prep: SST-2, CoNLL and text samples into data lora train learns from; bad inputs named by file:line" tests/prep.sh "$B"
 run "parameter server: equivalence (N = 1, 2, 4, 64; S = 1, 2)" tests/ps_equivalence.sh "$B"
 run "parameter server: LLaMA (N = 1, 2, 4 vs one process; kill -9 and resume)" tests/ps_llama.sh "$B"
 run "the parameter server with BERT (sequence and token classification, the classifier through checkpoints and resume)" tests/ps_bert.sh "$B"

@@ -5,6 +5,7 @@
  *   lora parity FIXTURE_DIR [--tol 1e-4]                       check against HF + peft outputs
  *   lora merge  --model DIR --adapter DIR --out DIR            write the merged HF model
  *   lora tokenize --model DIR [--special] [--pair] [--decode [--skip-special]] FILE   HF tokenizers
+ *   lora prep --task lm|seq_cls|token_cls --model DIR --out FILE INPUT...   text -> training data
  * A thin main: every command is a library call, so tests link the same code.
  */
 #include <limits.h>
@@ -24,6 +25,7 @@
 #include "generate.h"
 #include "parity.h"
 #include "predict.h"
+#include "prep.h"
 #include "plot.h"
 #include "safetensors.h"
 #include "util.h"
@@ -48,7 +50,7 @@ static int usage_to(FILE *to, int rc) {
             "               the label and its probabilities, or the entities; --file: one JSON line per input line)\n"
             "  lora plot METRICS_FILE --out curve.png   (training/validation loss and the metric against steps)\n"
             "  lora compare ADAPTER_A ADAPTER_B [--tol REL]   (no --tol: must be bitwise equal)\n"
-            "  lora show FILE.safetensors TENSOR   (prints the values, one per line)\n"
+            "  lora show FILE.safetensors TENSOR   (prints the values, one per line; integers as integers)\n"
             "  lora tokens --vocab V --count N [--seed S] --out FILE   (synthetic token file for tests)\n"
             "  lora dataset --task SEQ_CLS|TOKEN_CLS --vocab V --labels L --count N --seq T [--seed S] --out FILE\n"
             "               (a synthetic labeled dataset for tests: the label decides the tokens, so it can be learned)\n"
@@ -56,6 +58,11 @@ static int usage_to(FILE *to, int rc) {
             "                --special: add BOS/CLS/SEP as HF's add_special_tokens=True; --pair: each line is\n"
             "                TEXT_A<TAB>TEXT_B, printed as ids<TAB>token type ids)\n"
             "  lora tokenize --model DIR --decode [--skip-special] FILE|-   (ids per line -> text per line)\n"
+            "  lora prep --task lm|seq_cls|token_cls --model DIR --out FILE [--val-out FILE (--val-file FILE |\n"
+            "            --val-fraction F [--seed S])] [--max-length T] [--no-truncation] [--text-column NAME]\n"
+            "            [--text-pair-column NAME] [--label-column NAME] [--format tsv|csv|jsonl] [--label-all-tokens]\n"
+            "            [--labels-out FILE] [--invalid-utf8 error|replace] [--lines] [--add-special] [--threads N]\n"
+            "            INPUT...   (text files or folders -> a token file (lm) or a labeled dataset; lora prep --help)\n"
             "  lora init-model --out DIR [--preset gpt2-124m] [--layers L --embd C --heads H --vocab V --positions P]\n"
             "                  [--seed S] [--dtype f32|f16]   (random GPT-2 for benchmarks)\n"
             "  lora init-model --family llama|mistral|qwen2 --out DIR [--layers L --embd C --heads H --kv-heads K\n"
@@ -163,7 +170,7 @@ static int cmd_compare(int argc, char **argv) {
     return (tol == 0 ? !bitwise : !(worst <= tol)) ? 1 : 0;
 }
 
-/* Prints one tensor of a safetensors file, a value per line (%.9g). */
+/* Prints one tensor of a safetensors file, a value per line (%.9g; integer dtypes as integers). */
 static int cmd_show(int argc, char **argv) {
     if (argc != 2) return bad("needs FILE.safetensors and a TENSOR name");
     struct lerr e = {{0}};
@@ -178,7 +185,14 @@ static int cmd_show(int argc, char **argv) {
         fprintf(stderr, "lora show: %s has no tensor '%s'\n", argv[0], argv[1]);
     } else {
         float *v = xmalloc(sizeof(float) * (size_t)(t->numel ? t->numel : 1));
-        if (st_to_f32(v, t, &e)) {
+        int isint = t->dtype == ST_I64 || t->dtype == ST_I32 || t->dtype == ST_U16 || t->dtype == ST_U8;
+        if (isint) { /* integers (ids, masks, labels) as integers */
+            int32_t *iv = xmalloc(sizeof(int32_t) * (size_t)(t->numel ? t->numel : 1));
+            if (st_to_i32(iv, t, &e)) fprintf(stderr, "lora show: %s\n", e.msg);
+            for (int64_t i = 0; !e.msg[0] && i < t->numel; i++) printf("%d\n", iv[i]);
+            rc = e.msg[0] ? 1 : 0;
+            free(iv);
+        } else if (st_to_f32(v, t, &e)) {
             fprintf(stderr, "lora show: %s\n", e.msg);
         } else {
             for (int64_t i = 0; i < t->numel; i++) printf("%.9g\n", v[i]);
@@ -714,6 +728,7 @@ int main(int argc, char **argv) {
     g_cmd = cmd;
     /* --help anywhere (lora --help, lora merge --help): the usage on stdout, exit 0 */
     if (!strcmp(cmd, "help")) return usage_to(stdout, 0);
+    if (!strcmp(cmd, "prep")) return prep_main(argc - 2, argv + 2); /* its own --help */
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return usage_to(stdout, 0);
     if (!strcmp(cmd, "parity")) return cmd_parity(argc - 2, argv + 2);

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cJSON.h>
+
 #include "safetensors.h"
 
 struct ds_file {
@@ -147,4 +149,53 @@ void ds_get(const ds_file *d, int64_t i, int r, int32_t *tokens, int32_t *mask, 
         labels[r] = d->labels[i];
     else
         memcpy(labels + dst, d->labels + src, T * sizeof(int32_t));
+}
+
+/* int32 values widened to the int64 the format's writers (HF, numpy) use. */
+static int64_t *widen(const int32_t *v, size_t n) {
+    int64_t *w = malloc(sizeof(int64_t) * (n ? n : 1));
+    for (size_t i = 0; w && i < n; i++) w[i] = v[i];
+    return w;
+}
+
+int ds_write(const char *path, model_task task, int64_t n, int T, const int32_t *ids, const int32_t *mask,
+             const int32_t *types, const int32_t *labels, const char *const *label_names, int n_names,
+             struct lerr *e) {
+    if (task == TASK_CAUSAL_LM || n < 1 || T < 1)
+        return lerr_set(e, "%s: a dataset needs a classification task and at least one example", path);
+    size_t NT = (size_t)n * (size_t)T, NL = task == TASK_SEQ_CLS ? (size_t)n : NT;
+    int64_t *w[4] = {widen(ids, NT), mask ? widen(mask, NT) : NULL, types ? widen(types, NT) : NULL,
+                     widen(labels, NL)};
+    st_entry ent[4];
+    int k = 0, rc = -1;
+    const char *names[4] = {"input_ids", "attention_mask", "token_type_ids", "labels"};
+    char *lab_json = NULL;
+    for (int i = 0; i < 4; i++) {
+        if ((i == 1 && !mask) || (i == 2 && !types)) continue;
+        if (!w[i]) {
+            lerr_set(e, "%s: out of memory", path);
+            goto done;
+        }
+        int one = i == 3 && task == TASK_SEQ_CLS;
+        ent[k++] = (st_entry){names[i], ST_I64, one ? 1 : 2, {n, one ? 0 : T}, w[i]};
+    }
+    const char *meta[8] = {"format", DS_FORMAT, "version", DS_VERSION, "task", model_task_name(task)};
+    int nm = 3;
+    if (n_names > 0) {
+        cJSON *a = cJSON_CreateStringArray(label_names, n_names);
+        lab_json = a ? cJSON_PrintUnformatted(a) : NULL;
+        cJSON_Delete(a);
+        if (!lab_json) {
+            lerr_set(e, "%s: out of memory", path);
+            goto done;
+        }
+        meta[6] = "label_names";
+        meta[7] = lab_json;
+        nm = 4;
+    }
+    rc = st_write(path, ent, k, meta, nm, e);
+done:
+    for (int i = 0; i < 4; i++) free(w[i]);
+    free(lab_json);
+    return rc;
 }
