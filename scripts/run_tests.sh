@@ -113,7 +113,7 @@ run "the training loop: epochs, evaluation and exports per epoch, the best adapt
 run "the demo's script end to end (4 short steps, resume, re-run)" tests/demo.sh "$B"
 run "multi-host over TCP (network namespaces: 2, 3, 4 hosts)" tests/multihost.sh "$B"
 if [ "$QUICK" != "--quick" ]; then
-    run "convergence (WordNet, 300 steps)" tests/convergence.sh "$B"
+    run "convergence (WordNet, 150 steps)" tests/convergence.sh "$B"
 fi
 echo
 if [ ${#not_run[@]} -gt 0 ]; then
