@@ -4,6 +4,8 @@
 # not a signal) and that stderr names the problem.
 set -u
 B=${1:-build}
+# the ASan build: Open MPI's own allocations kept until exit are suppressed as in tests/lib.sh
+export LSAN_OPTIONS="suppressions=$(pwd)/tests/lsan.supp:fast_unwind_on_malloc=0:print_suppressions=0"
 LORA="$B/bin/lora"
 FIX=${LORA_FIXTURES:-tests/fixtures}
 tmp=$(mktemp -d /tmp/lora-bad-XXXXXX)
