@@ -39,7 +39,8 @@ REF_CHECKS=("random-shape parity vs HF + peft (gpt2, $PARITY_N configurations)"
     "BERT round trips (peft loads our adapters, transformers our merged models, we load peft's)"
     "tokenizers vs HF tokenizers (lora tokenize, every kind, exact ids)"
     "lora predict vs transformers + peft (BERT sequence and token classification, adapter and merged)"
-    "lora prep vs HF tokenizers + run_ner's alignment (input_ids, attention_mask, token_type_ids, labels)")
+    "lora prep vs HF tokenizers + run_ner's alignment (input_ids, attention_mask, token_type_ids, labels)"
+    "end to end: lora prep -> lora_worker with epochs -> predict (metrics by scikit-learn and seqeval) and generate (vs transformers)")
 ref_ok=0
 if [ "${CI:-}" != "true" ] && [ "${LORA_NO_REF:-}" = 1 ]; then
     not_run+=("${REF_CHECKS[@]}")
@@ -95,6 +96,7 @@ if [ $ref_ok = 1 ]; then
     [ "$QUICK" != "--quick" ] && run "${REF_CHECKS[12]}" tests/ref_tokenizer.sh "$B"
     [ "$QUICK" != "--quick" ] && run "${REF_CHECKS[13]}" tests/ref_predict.sh "$B"
     [ "$QUICK" != "--quick" ] && run "${REF_CHECKS[14]}" tests/ref_prep.sh "$B"
+    [ "$QUICK" != "--quick" ] && run "${REF_CHECKS[15]}" tests/e2e.sh "$B"
     # mostly Python's time: once, in the normal build (their C side runs under the sanitizers in the
     # other tests, test_tokenizer included)
     [ "$QUICK" = "--quick" ] && echo "(the HF round trips and the tokenizer and lora prep comparisons run in the normal build only)"
