@@ -88,6 +88,8 @@ if [ $ref_ok = 1 ]; then
     # other tests, test_tokenizer included)
     [ "$QUICK" = "--quick" ] && echo "(the HF round trips and the tokenizer comparison run in the normal build only)"
 fi
+# the libFuzzer harnesses (build-fuzz, built by make test): the regression inputs and 2000 seeded runs each
+[ "$QUICK" != "--quick" ] && run "fuzz smoke (every parser: tests/fuzz/regress, then -seed=1 -runs=2000)" scripts/run_fuzz.sh "${LORA_FUZZ_BUILD:-build-fuzz}" --smoke
 run "bad inputs" tests/bad_inputs.sh "$B"
 run "parameter server: equivalence (N = 1, 2, 4, 64; S = 1, 2)" tests/ps_equivalence.sh "$B"
 run "parameter server: LLaMA (N = 1, 2, 4 vs one process; kill -9 and resume)" tests/ps_llama.sh "$B"

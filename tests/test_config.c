@@ -237,6 +237,14 @@ static void test_set(void) {
     CHECK(rc_set(&c, "", &e) == -1, "empty --set");
     CHECK(rc_set(&c, "model.path=a\nb", &e) == -1 && strstr(e.msg, "control character"), "newline: %s", e.msg);
     CHECK(rc_set(&c, "model.path=a ;b", &e) == -1 && strstr(e.msg, "' ;'"), "comment: %s", e.msg);
+    /* a leading ';' is a comment once rc_to_text writes "key = ;b" (found by fuzz_run_config) */
+    CHECK(rc_set(&c, "lora.init_from=;b", &e) == -1 && strstr(e.msg, "[lora] init_from = ';b' starts with ';'"),
+          "leading ';': %s", e.msg);
+    CHECK(rc_set(&c, "lora.targets=;c_attn", &e) == -1 && strstr(e.msg, "[lora] targets = ';c_attn' starts with ';'"),
+          "leading ';' in targets: %s", e.msg);
+    CHECK(rc_set(&c, "lora.targets=c_attn ;x", &e) == -1 && strstr(e.msg, "' ;'"), "' ;' in targets: %s", e.msg);
+    CHECK(rc_set(&c, "lora.init_from=a;b", &e) == 0 && !strcmp(c.init_from, "a;b"), "';' inside: %s", e.msg);
+    rc_set(&c, "lora.init_from=", &e);
 }
 
 static void test_validate(void) {

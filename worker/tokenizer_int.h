@@ -26,6 +26,7 @@
 #include "tokenizer.h"
 
 #define TKZ_MAX_ID (1 << 24) /* ids above this are rejected: bounds the id -> token table */
+#define TKZ_MAX_PAD (1 << 20) /* padding lengths past this are refused: a padded encoding is allocated whole */
 
 /* ---- buffers and maps (tokenizer_util.c) ---- */
 typedef struct {
