@@ -211,6 +211,17 @@ static int ini_unsafe(const char *value) {
     return 0;
 }
 
+/* -1 with a message when rc_to_text's line "key = value" (value n characters)
+ * would be longer than inih reads (ini_max_line - 1; a --set value can be
+ * longer than a file's line, and then could not be written back; found by
+ * fuzz_run_config). */
+static int too_long_line(const rc_key *k, size_t n, const char *where, struct lerr *e) {
+    size_t line = strlen(k->key) + 3 + n;
+    if (line <= (size_t)ini_max_line - 1) return 0;
+    return lerr_set(e, "%s: [%s] %s: the line 'key = value' would be %zu characters, longer than a config file's line "
+                    "may be (%d)", where, k->section, k->key, line, ini_max_line - 1);
+}
+
 static int parse_targets(run_config *c, const char *s, const char *where, struct lerr *e) {
     char names[RC_MAX_TARGETS][128];
     int n = 0;
@@ -313,13 +324,17 @@ static int rc_apply(run_config *c, const char *section, const char *key, const c
         if (ini_unsafe(value))
             return lerr_set(e, "%s: [%s] %s = '%s' starts with ';' or holds a control character or ' ;' (an INI comment)",
                             where, section, key, value);
+        if (too_long_line(k, strlen(value), where, e)) return -1;
         set_str(field, RC_PATH, value);
         return 0;
     case K_TARGETS:
         if (ini_unsafe(value))
             return lerr_set(e, "%s: [%s] %s = '%s' starts with ';' or holds a control character or ' ;' (an INI comment)",
                             where, section, key, value);
-        return parse_targets(c, value, where, e);
+        if (parse_targets(c, value, where, e)) return -1;
+        size_t n = 0;
+        for (int t = 0; t < c->n_targets; t++) n += strlen(c->targets[t]) + (t > 0);
+        return too_long_line(k, n, where, e);
     case K_ENUM:
         for (int i = 0; k->words[i]; i++) {
             if (strcasecmp(value, k->words[i]) == 0) {
