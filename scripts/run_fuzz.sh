@@ -26,6 +26,9 @@ ASAN=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$ROOT/tests/fuzz/lsan.supp}
 export OMP_NUM_THREADS=1
+# the harnesses that read files write each input to a file under TMPDIR: in memory when we can
+if [ -z "${FUZZ_TMPDIR:-}" ] && [ -d /dev/shm ] && [ -w /dev/shm ]; then FUZZ_TMPDIR=/dev/shm; fi
+[ -n "${FUZZ_TMPDIR:-}" ] && export TMPDIR=$FUZZ_TMPDIR
 
 targets=${FUZZ_TARGETS:-$(for f in "$B"/bin/fuzz_*; do [ -x "$f" ] && basename "$f" | sed 's/^fuzz_//'; done)}
 [ -n "$targets" ] || { echo "run_fuzz: no harness in $B/bin (make FUZZ=1 fuzz-bins)" >&2; exit 1; }

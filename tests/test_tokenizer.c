@@ -349,6 +349,11 @@ static void test_utf8_and_errors(void) {
         " \"pair\": \"$A $B\", \"special_tokens\": {}}}", "Missing SpecialToken(s) with id(s) `[X]`");
     bad("{\"model\": {\"type\": \"WordLevel\", \"vocab\": {}}, \"post_processor\": {\"type\": \"TemplateProcessing\", \"single\": \"$A\","
         " \"pair\": \"$A\", \"special_tokens\": {}}}", "must use both sequences");
+    /* numbers no integer type holds: refused, and checked before the cast (casting 1e300 is UB: the fuzz
+     * build's UBSan caught it, tests/fuzz/regress/tokenizer; gcc's -fsanitize=undefined leaves that check out) */
+    bad("{\"model\": {\"type\": \"WordLevel\", \"vocab\": {\"a\": 1e300}}}", "vocab['a'] must be an integer id");
+    bad("{\"model\": {\"type\": \"WordLevel\", \"vocab\": {\"a\": 0}}, \"padding\": {\"strategy\": \"BatchLongest\", \"pad_id\": -1e300}}",
+        "padding: 'pad_id' = -1e+300 is out of range");
     /* special-token and padding ids past the vocabulary (found by fuzz_tokenizer): refused, naming the field */
     bad("{\"model\": {\"type\": \"WordLevel\", \"vocab\": {\"a\": 0, \"b\": 1}}, \"padding\": {\"strategy\": {\"Fixed\": 4}, \"pad_id\": 9}}",
         "padding: 'pad_id' 9 is outside the vocabulary (size 2)");

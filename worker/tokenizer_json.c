@@ -56,8 +56,9 @@ static int jint(J *j, const cJSON *o, const char *k, long long def, long long lo
     const cJSON *x = jf(o, k);
     *out = def;
     if (jnull(x)) return 0;
-    if (!cJSON_IsNumber(x) || x->valuedouble != (double)(long long)x->valuedouble)
-        return jerr(j, path, "'%s' must be an integer", k);
+    if (cJSON_IsNumber(x) && (x->valuedouble < (double)lo || x->valuedouble > (double)hi))
+        return jerr(j, path, "'%s' = %g is out of range [%lld, %lld]", k, x->valuedouble, lo, hi);
+    if (!cJSON_IsNumber(x) || !tkz_whole(x->valuedouble)) return jerr(j, path, "'%s' must be an integer", k);
     *out = (long long)x->valuedouble;
     if (*out < lo || *out > hi) return jerr(j, path, "'%s' = %lld is out of range [%lld, %lld]", k, *out, lo, hi);
     return 0;
@@ -238,7 +239,7 @@ static int jvocab(J *j, const cJSON *o, tkz_model *m, const char *path) {
     snprintf(where, sizeof where, "%s: %s.vocab", j->file, path);
     if (tkz_smap_init(&m->vocab, (size_t)cJSON_GetArraySize(v))) return jerr(j, path, "out of memory");
     for (const cJSON *x = v->child; x; x = x->next) {
-        if (!cJSON_IsNumber(x) || x->valuedouble != (double)(long long)x->valuedouble)
+        if (!cJSON_IsNumber(x) || !tkz_whole(x->valuedouble))
             return jerr(j, path, "vocab['%.80s'] must be an integer id", x->string);
         size_t n = strlen(x->string);
         if (tkz_utf8_valid(x->string, n) != n) return jerr(j, path, "vocab has a token that is not valid UTF-8");
@@ -310,7 +311,7 @@ static int jtokpair(J *j, const cJSON *o, const char *k, int32_t *id, const char
     if (!cJSON_IsArray(x) || cJSON_GetArraySize(x) != 2 || !cJSON_IsString(x->child) || !cJSON_IsNumber(x->child->next))
         return jerr(j, path, "'%s' must be [token, id]", k);
     double v = x->child->next->valuedouble;
-    if (v != (double)(long long)v || v < 0 || v >= TKZ_MAX_ID) return jerr(j, path, "'%s' has a bad id", k);
+    if (!tkz_whole(v) || v < 0 || v >= TKZ_MAX_ID) return jerr(j, path, "'%s' has a bad id", k);
     *id = (int32_t)v;
     return 0;
 }
@@ -415,7 +416,7 @@ static int jtemplate(J *j, const cJSON *o, const char *k, const cJSON *specials,
         }
         for (int m = 0; m < p->n_ids; m++) {
             const cJSON *v = cJSON_GetArrayItem(ids, m);
-            if (!cJSON_IsNumber(v) || v->valuedouble != (double)(long long)v->valuedouble || v->valuedouble < 0 ||
+            if (!cJSON_IsNumber(v) || !tkz_whole(v->valuedouble) || v->valuedouble < 0 ||
                 v->valuedouble >= TKZ_MAX_ID) {
                 jerr(j, q, "special_tokens['%s'].ids[%d] must be an id", name, m);
                 goto done;
@@ -551,7 +552,7 @@ static int jtrunc_pad(J *j, const cJSON *root, tkz *t) {
         t->pad.on = 1;
         const cJSON *st = jf(pd, "strategy"), *fx = jf(st, "Fixed");
         if (cJSON_IsObject(st) && cJSON_IsNumber(fx) && fx->valuedouble >= 1 && fx->valuedouble <= TKZ_MAX_PAD &&
-            fx->valuedouble == (double)(long long)fx->valuedouble)
+            tkz_whole(fx->valuedouble))
             t->pad.fixed = (size_t)fx->valuedouble;
         else if (!(cJSON_IsString(st) && !strcmp(st->valuestring, "BatchLongest")))
             return jerr(j, "padding", "'strategy' must be \"BatchLongest\" or {\"Fixed\": n} (1 <= n <= %d)", TKZ_MAX_PAD);
