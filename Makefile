@@ -15,6 +15,14 @@ BUILD    := build-vg
 ARCH     := -mavx2 -mfma
 OPT      := -O1 -g
 SANFLAGS :=
+else ifeq ($(FUZZ),1)
+# libFuzzer harnesses (tests/fuzz/): the library built by clang with the fuzzer's
+# coverage and ASan+UBSan; only the harnesses' link adds the fuzzer's main.
+BUILD    := build-fuzz
+CC       := clang
+OPT      := -O1 -g -fno-omit-frame-pointer
+SANFLAGS := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
+CFLAGS   += -Wno-unknown-warning-option -Wno-pass-failed # clang: "loop not vectorized" notes under -O1
 else ifeq ($(SAN),1)
 BUILD    := build-san
 OPT      := -O1 -g -fno-omit-frame-pointer
@@ -48,8 +56,9 @@ LIB      := $(BUILD)/liblora.a
 
 TOOLS    := $(patsubst tools/%.c,$(BUILD)/bin/%,$(wildcard tools/*.c))
 TESTS    := $(patsubst tests/%.c,$(BUILD)/bin/%,$(wildcard tests/test_*.c))
+FUZZERS  := $(patsubst tests/fuzz/%.c,$(BUILD)/bin/%,$(wildcard tests/fuzz/fuzz_*.c))
 
-.PHONY: all deps test-deps demo test parity parity-random bench bench-net clean valgrind slurm-test
+.PHONY: all deps test-deps demo test parity parity-random bench bench-net clean valgrind slurm-test fuzz fuzz-bins
 .SECONDARY:
 all: $(LIB) $(TOOLS) $(TESTS)
 
@@ -88,6 +97,26 @@ $(BUILD)/bin/test_%: $(BUILD)/obj/tests/test_%.o $(BUILD)/obj/tests/testutil.o $
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) $< $(BUILD)/obj/tests/testutil.o $(LIB) $(MPI_LIBS) $(LDLIBS) -o $@
 
+# make FUZZ=1 fuzz-bins: the libFuzzer harnesses (clang) in build-fuzz/bin.
+ifeq ($(FUZZ),1)
+fuzz-bins: $(FUZZERS)
+else
+fuzz-bins:
+	@$(MAKE) --no-print-directory FUZZ=1 fuzz-bins
+endif
+
+$(BUILD)/bin/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(LIB)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -fsanitize=fuzzer $< $(LIB) $(MPI_LIBS) $(LDLIBS) -o $@
+
+# Every harness for FUZZ_SECONDS (default 60) each, seeded from the fixtures
+# and tests/fuzz/regress; a crash input is kept in build-fuzz/fuzz/<target>/
+# and fails the run (scripts/run_fuzz.sh; FUZZ_TARGETS picks some).
+fuzz: deps
+	@$(MAKE) --no-print-directory FUZZ=1 fuzz-bins
+	scripts/run_fuzz.sh build-fuzz
+
 FIXTURES ?= tests/fixtures
 FIXTURE  ?= $(FIXTURES)/gpt2-tiny
 
@@ -107,6 +136,7 @@ parity: all
 # cannot run here (exit 77, e.g. multihost.sh without root).
 test: test-deps
 	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory FUZZ=1 fuzz-bins
 	scripts/run_tests.sh build
 	@$(MAKE) --no-print-directory SAN=1 all
 	scripts/run_tests.sh build-san --quick
@@ -150,6 +180,6 @@ bench-net: all
 	scripts/bench_net.sh $(BUILD)
 
 clean:
-	rm -rf build build-san build-vg
+	rm -rf build build-san build-vg build-fuzz
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -101,6 +101,8 @@ if [ $ref_ok = 1 ]; then
     # other tests, test_tokenizer included)
     [ "$QUICK" = "--quick" ] && echo "(the HF round trips and the tokenizer and lora prep comparisons run in the normal build only)"
 fi
+# the libFuzzer harnesses (build-fuzz, built by make test): the regression inputs and 2000 seeded runs each
+[ "$QUICK" != "--quick" ] && run "fuzz smoke (every parser: tests/fuzz/regress, then -seed=1 -runs=2000)" scripts/run_fuzz.sh "${LORA_FUZZ_BUILD:-build-fuzz}" --smoke
 run "bad inputs" tests/bad_inputs.sh "$B"
 run "lora prep: SST-2, CoNLL and text samples into data lora train learns from; bad inputs named by file:line" tests/prep.sh "$B"
 run "parameter server: equivalence (N = 1, 2, 4, 64; S = 1, 2)" tests/ps_equivalence.sh "$B"

@@ -237,6 +237,25 @@ static void test_set(void) {
     CHECK(rc_set(&c, "", &e) == -1, "empty --set");
     CHECK(rc_set(&c, "model.path=a\nb", &e) == -1 && strstr(e.msg, "control character"), "newline: %s", e.msg);
     CHECK(rc_set(&c, "model.path=a ;b", &e) == -1 && strstr(e.msg, "' ;'"), "comment: %s", e.msg);
+    /* a leading ';' is a comment once rc_to_text writes "key = ;b" (found by fuzz_run_config) */
+    CHECK(rc_set(&c, "lora.init_from=;b", &e) == -1 && strstr(e.msg, "[lora] init_from = ';b' starts with ';'"),
+          "leading ';': %s", e.msg);
+    CHECK(rc_set(&c, "lora.targets=;c_attn", &e) == -1 && strstr(e.msg, "[lora] targets = ';c_attn' starts with ';'"),
+          "leading ';' in targets: %s", e.msg);
+    CHECK(rc_set(&c, "lora.targets=c_attn ;x", &e) == -1 && strstr(e.msg, "' ;'"), "' ;' in targets: %s", e.msg);
+    CHECK(rc_set(&c, "lora.init_from=a;b", &e) == 0 && !strcmp(c.init_from, "a;b"), "';' inside: %s", e.msg);
+    rc_set(&c, "lora.init_from=", &e);
+    /* what a config file's line cannot hold, --set cannot set: rc_to_text could not write it back (fuzz_run_config) */
+    char big[400] = "lora.targets=";
+    for (int i = 0; i < 20; i++) strcat(big, i ? ", attn.c_attn" : "attn.c_attn");
+    CHECK(rc_set(&c, big, &e) == -1 && strstr(e.msg, "[lora] targets: the line 'key = value' would be 249 characters"),
+          "long targets: %s", e.msg);
+    memset(big, 'p', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    memcpy(big, "model.path=", 11);
+    CHECK(rc_set(&c, big, &e) == -1 && strstr(e.msg, "longer than a config file's line may be (199)"), "long path: %s", e.msg);
+    big[192] = 0; /* "path = " + 181 characters: 188, fits */
+    CHECK(rc_set(&c, big, &e) == 0, "a path that fits: %s", e.msg);
 }
 
 static void test_validate(void) {

@@ -153,6 +153,14 @@ static void test_bad_inputs(void) {
     tok_file *f = tok_open(p, &e);
     CHECK(f && tok_count(f) == 5 && tok_max_id(f) == 0, "llm.c uint32 file: %s", e.msg);
     tok_close(f);
+
+    /* a uint32 id past INT32_MAX would read back negative (found by fuzz_tokfile): refused, naming the token */
+    p = tmp_path("id31.bin");
+    write_raw(p, (int32_t[]){20240801, 7, 3}, 3, 0);
+    fp = fopen(p, "ab");
+    fwrite((uint32_t[]){7, 9, 0x80000000u}, 4, 3, fp);
+    fclose(fp);
+    CHECK(tok_open(p, &e) == NULL && strstr(e.msg, p) && strstr(e.msg, "token 2 is 2147483648"), "id 2^31: %s", e.msg);
 }
 
 static void test_shuffle(void) {

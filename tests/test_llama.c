@@ -356,6 +356,8 @@ static void test_config_errors(void) {
                           "rope_scaling.type \"linear\" is not supported yet");
     expect_describe_error("{\"model_type\": \"llama\", " BASE_FIELDS ", \"rope_theta\": \"big\"}",
                           "\"rope_theta\" must be a positive number");
+    expect_describe_error("{\"model_type\": \"llama\", " BASE_FIELDS ", \"rms_norm_eps\": 1e-52}",
+                          "\"rms_norm_eps\" = 1e-52 is too small for float32 (it would be 0)");
     expect_describe_error("{\"model_type\": \"llama\", " BASE_FIELDS ", \"hidden_act\": \"gelu\"}",
                           "hidden_act \"gelu\" is not supported");
     expect_describe_error("{\"model_type\": \"mistral\", " BASE_FIELDS ", \"head_dim\": 5}",

@@ -253,7 +253,8 @@ static void test_added_and_trunc(void) {
     const char *base = "{\"pre_tokenizer\": {\"type\": \"WhitespaceSplit\"}, \"model\": {\"type\": \"WordLevel\", \"vocab\":"
                        " {\"<unk>\": 0, \"a\": 1, \"b\": 2, \"c\": 3}, \"unk_token\": \"<unk>\"}, \"added_tokens\": ["
                        "{\"id\": 4, \"content\": \"[M]\", \"lstrip\": true, \"rstrip\": true, \"special\": true},"
-                       " {\"id\": 5, \"content\": \"xy\", \"single_word\": true, \"normalized\": false}]";
+                       " {\"id\": 5, \"content\": \"xy\", \"single_word\": true, \"normalized\": false},"
+                       " {\"id\": 6, \"content\": \"[PAD]\", \"special\": true}]";
     char j[2048];
     snprintf(j, sizeof j, "%s}", base);
     tkz *t = load(j);
@@ -264,11 +265,12 @@ static void test_added_and_trunc(void) {
     }
     tkz_free(t);
     snprintf(j, sizeof j, "%s, \"truncation\": {\"max_length\": 3, \"strategy\": \"LongestFirst\", \"stride\": 0, \"direction\": \"Right\"},"
-             " \"padding\": {\"strategy\": {\"Fixed\": 5}, \"direction\": \"Left\", \"pad_id\": 9, \"pad_type_id\": 7, \"pad_token\": \"P\"}}", base);
+             " \"padding\": {\"strategy\": {\"Fixed\": 5}, \"direction\": \"Left\", \"pad_id\": 6, \"pad_type_id\": 7, \"pad_token\": \"[PAD]\"}}", base);
     t = load(j);
+    CHECK(t != NULL, "truncation and padding: the file loads");
     if (t) {
-        EQ(ids(t, "a b c a", 0), "9 9 1 2 3");
-        EQ(pair_types(t, "a b c", "c b"), "9:7 9:7 1:0 2:0 3:1");
+        EQ(ids(t, "a b c a", 0), "6 6 1 2 3");
+        EQ(pair_types(t, "a b c", "c b"), "6:7 6:7 1:0 2:0 3:1");
         tkz_no_truncation_padding(t);
         EQ(ids(t, "a b c a", 0), "1 2 3 1");
     }
@@ -347,6 +349,22 @@ static void test_utf8_and_errors(void) {
         " \"pair\": \"$A $B\", \"special_tokens\": {}}}", "Missing SpecialToken(s) with id(s) `[X]`");
     bad("{\"model\": {\"type\": \"WordLevel\", \"vocab\": {}}, \"post_processor\": {\"type\": \"TemplateProcessing\", \"single\": \"$A\","
         " \"pair\": \"$A\", \"special_tokens\": {}}}", "must use both sequences");
+    /* numbers no integer type holds: refused, and checked before the cast (casting 1e300 is UB: the fuzz
+     * build's UBSan caught it, tests/fuzz/regress/tokenizer; gcc's -fsanitize=undefined leaves that check out) */
+    bad("{\"model\": {\"type\": \"WordLevel\", \"vocab\": {\"a\": 1e300}}}", "vocab['a'] must be an integer id");
+    bad("{\"model\": {\"type\": \"WordLevel\", \"vocab\": {\"a\": 0}}, \"padding\": {\"strategy\": \"BatchLongest\", \"pad_id\": -1e300}}",
+        "padding: 'pad_id' = -1e+300 is out of range");
+    /* special-token and padding ids past the vocabulary (found by fuzz_tokenizer): refused, naming the field */
+    bad("{\"model\": {\"type\": \"WordLevel\", \"vocab\": {\"a\": 0, \"b\": 1}}, \"padding\": {\"strategy\": {\"Fixed\": 4}, \"pad_id\": 9}}",
+        "padding: 'pad_id' 9 is outside the vocabulary (size 2)");
+    bad("{\"model\": {\"type\": \"WordLevel\", \"vocab\": {\"a\": 0}}, \"padding\": {\"strategy\": {\"Fixed\": 1073741823}}}",
+        "padding: 'strategy' must be \"BatchLongest\" or {\"Fixed\": n} (1 <= n <= 1048576)");
+    bad("{\"model\": {\"type\": \"WordLevel\", \"vocab\": {\"a\": 0}}, \"post_processor\": {\"type\": \"TemplateProcessing\","
+        " \"single\": \"$A [X]\", \"pair\": \"$A $B\", \"special_tokens\": {\"[X]\": {\"id\": \"[X]\", \"ids\": [5], \"tokens\": [\"[X]\"]}}}}",
+        "post_processor: single[1]: special token id 5 (special_tokens ids) is outside the vocabulary (size 1)");
+    bad("{\"model\": {\"type\": \"WordLevel\", \"vocab\": {\"a\": 0, \"b\": 1}}, \"post_processor\": {\"type\": \"Sequence\", \"processors\":"
+        " [{\"type\": \"BertProcessing\", \"sep\": [\"b\", 1], \"cls\": [\"c\", 2]}]}}",
+        "post_processor.processors[0]: 'cls' id 2 is outside the vocabulary (size 2)");
     bad("{\"model\": {\"type\": \"WordLevel\", \"vocab\": {}}, \"decoder\": {\"type\": \"Nope\"}}", "decoder: decoder type 'Nope' is not implemented");
     bad("{\"model\": {\"type\": \"WordLevel\", \"vocab\": {}}, \"added_tokens\": [{\"id\": 0}]}", "added_tokens[0]: 'content' is missing");
     bad("{\"model\": {\"type\": \"WordLevel\", \"vocab\": {}}, \"padding\": {\"strategy\": \"Wide\"}}", "padding: 'strategy'");
@@ -354,6 +372,17 @@ static void test_utf8_and_errors(void) {
     bad("{\"model\": {\"type\": \"WordLevel\", \"vocab\": {\"\xFF\": 0}}}", "not valid UTF-8");
     struct lerr e = {{0}};
     CHECK(!tkz_open("/nonexistent-dir", &e) && strstr(e.msg, "no tokenizer.json"), "%s", e.msg);
+}
+
+/* A word that gives no ids (BPE without unk_token drops the characters it does
+ * not know), cached and then met again: the copies of zero ids went through
+ * NULL pointers (UB; found by fuzz_tokenizer, caught by the sanitizer build). */
+static void test_word_without_ids(void) {
+    tkz *t = load("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Whitespace\"}}");
+    if (!t) return;
+    EQ(ids(t, "Hello Hello a", 0), "0");
+    EQ(ids(t, "Hello a Hello", 0), "0");
+    tkz_free(t);
 }
 
 /* Random byte edits of a small valid file: the loader may refuse, never crash
@@ -445,6 +474,7 @@ int main(void) {
     test_added_and_trunc();
     test_regex();
     test_utf8_and_errors();
+    test_word_without_ids();
     test_fuzz_smoke();
     test_demo();
     return tu_end("test_tokenizer");

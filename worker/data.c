@@ -154,6 +154,16 @@ tok_file *tok_open(const char *path, struct lerr *e) {
         uint32_t t = tok_at(f, i);
         if (t > mx) mx = t;
     }
+    /* tok_read hands ids out as int32: a larger uint32 would come out negative (found by fuzz_tokfile) */
+    if (mx > INT32_MAX) {
+        int64_t i = 0;
+        while (tok_at(f, i) <= INT32_MAX) i++;
+        lerr_set(e, "%s: token %lld is %u, past the largest id a token file may hold (%d)", path, (long long)i,
+                 (unsigned)tok_at(f, i), INT32_MAX);
+        free(f->path);
+        free(f);
+        goto fail;
+    }
     f->max_id = mx;
     return f;
 

@@ -76,6 +76,9 @@ int model_json_pos(const void *root, const char *key, float *out, const char *pa
     if (!it || cJSON_IsNull(it)) return 0;
     if (!cJSON_IsNumber(it) || !(it->valuedouble > 0) || it->valuedouble > 1e30)
         return lerr_set(e, "%s: \"%s\" must be a positive number", path, key);
+    /* the engine computes in float32: a tiny positive double would become 0 (found by fuzz_model_config) */
+    if (!((float)it->valuedouble > 0))
+        return lerr_set(e, "%s: \"%s\" = %g is too small for float32 (it would be 0)", path, key, it->valuedouble);
     *out = (float)it->valuedouble;
     return 0;
 }

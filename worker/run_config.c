@@ -200,6 +200,28 @@ static int parse_bool(const char *s, int *out) {
 }
 
 /* Comma-separated names, blanks trimmed, into c->targets. */
+/* 1 when rc_to_text could not write value back so that it reads the same (a
+ * --set value can hold anything): a control character, or a ';' that inih
+ * takes for a comment: after a blank, or first (rc_to_text writes "key = value",
+ * so a leading ';' follows the blank after '='; found by fuzz_run_config). */
+static int ini_unsafe(const char *value) {
+    if (value[0] == ';') return 1;
+    for (const char *q = value; *q; q++)
+        if ((unsigned char)*q < 0x20 || ((*q == ' ' || *q == '\t') && q[1] == ';')) return 1;
+    return 0;
+}
+
+/* -1 with a message when rc_to_text's line "key = value" (value n characters)
+ * would be longer than inih reads (ini_max_line - 1; a --set value can be
+ * longer than a file's line, and then could not be written back; found by
+ * fuzz_run_config). */
+static int too_long_line(const rc_key *k, size_t n, const char *where, struct lerr *e) {
+    size_t line = strlen(k->key) + 3 + n;
+    if (line <= (size_t)ini_max_line - 1) return 0;
+    return lerr_set(e, "%s: [%s] %s: the line 'key = value' would be %zu characters, longer than a config file's line "
+                    "may be (%d)", where, k->section, k->key, line, ini_max_line - 1);
+}
+
 static int parse_targets(run_config *c, const char *s, const char *where, struct lerr *e) {
     char names[RC_MAX_TARGETS][128];
     int n = 0;
@@ -299,14 +321,20 @@ static int rc_apply(run_config *c, const char *section, const char *key, const c
     case K_STR:
         if (strlen(value) >= RC_PATH)
             return lerr_set(e, "%s: [%s] %s is longer than %d characters", where, section, key, RC_PATH - 1);
-        /* what rc_to_text could not write back (a --set value can hold anything) */
-        for (const char *q = value; *q; q++)
-            if ((unsigned char)*q < 0x20 || ((*q == ' ' || *q == '\t') && q[1] == ';'))
-                return lerr_set(e, "%s: [%s] %s = '%s' holds a control character or ' ;' (an INI comment)", where,
-                                section, key, value);
+        if (ini_unsafe(value))
+            return lerr_set(e, "%s: [%s] %s = '%s' starts with ';' or holds a control character or ' ;' (an INI comment)",
+                            where, section, key, value);
+        if (too_long_line(k, strlen(value), where, e)) return -1;
         set_str(field, RC_PATH, value);
         return 0;
-    case K_TARGETS: return parse_targets(c, value, where, e);
+    case K_TARGETS:
+        if (ini_unsafe(value))
+            return lerr_set(e, "%s: [%s] %s = '%s' starts with ';' or holds a control character or ' ;' (an INI comment)",
+                            where, section, key, value);
+        if (parse_targets(c, value, where, e)) return -1;
+        size_t n = 0;
+        for (int t = 0; t < c->n_targets; t++) n += strlen(c->targets[t]) + (t > 0);
+        return too_long_line(k, n, where, e);
     case K_ENUM:
         for (int i = 0; k->words[i]; i++) {
             if (strcasecmp(value, k->words[i]) == 0) {

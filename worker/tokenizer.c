@@ -175,7 +175,9 @@ static int model_word(tkz *t, const char *w, size_t n, int bytes, tkz_ivec *out,
         if (k >= 0) {
             uint32_t off = c->ent_off[k], len = c->ent_len[k];
             if (tkz_ivec_reserve(out, len)) return lerr_set(e, "out of memory");
-            memcpy(out->v + out->n, c->ids.v + off, len * sizeof(int32_t));
+            /* a word may give no ids (BPE without unk_token drops unknown characters): then
+             * both vectors may still be NULL, and NULL + 0 or memcpy from NULL is UB */
+            if (len) memcpy(out->v + out->n, c->ids.v + off, len * sizeof(int32_t));
             out->n += len;
             return 0;
         }
@@ -205,7 +207,7 @@ static int model_word(tkz *t, const char *w, size_t n, int bytes, tkz_ivec *out,
     if (tkz_ivec_reserve(&c->ids, len)) return 0;
     c->ent_off[c->n_ent] = (uint32_t)c->ids.n;
     c->ent_len[c->n_ent] = (uint32_t)len;
-    memcpy(c->ids.v + c->ids.n, out->v + n0, len * sizeof(int32_t));
+    if (len) memcpy(c->ids.v + c->ids.n, out->v + n0, len * sizeof(int32_t));
     c->ids.n += len;
     if (tkz_smap_put(&c->map, w, n, (int32_t)c->n_ent, NULL)) return 0;
     c->n_ent++;

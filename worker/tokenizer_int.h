@@ -26,6 +26,10 @@
 #include "tokenizer.h"
 
 #define TKZ_MAX_ID (1 << 24) /* ids above this are rejected: bounds the id -> token table */
+#define TKZ_MAX_PAD (1 << 20) /* padding lengths past this are refused: a padded encoding is allocated whole */
+/* 1 when a JSON number is a whole number a long long holds exactly: the range is
+ * checked before the cast (casting 1e300 is UB; found by fuzz_tokenizer). */
+static inline int tkz_whole(double v) { return v >= -9.0e15 && v <= 9.0e15 && v == (double)(long long)v; }
 
 /* ---- buffers and maps (tokenizer_util.c) ---- */
 typedef struct {

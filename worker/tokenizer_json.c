@@ -56,8 +56,9 @@ static int jint(J *j, const cJSON *o, const char *k, long long def, long long lo
     const cJSON *x = jf(o, k);
     *out = def;
     if (jnull(x)) return 0;
-    if (!cJSON_IsNumber(x) || x->valuedouble != (double)(long long)x->valuedouble)
-        return jerr(j, path, "'%s' must be an integer", k);
+    if (cJSON_IsNumber(x) && (x->valuedouble < (double)lo || x->valuedouble > (double)hi))
+        return jerr(j, path, "'%s' = %g is out of range [%lld, %lld]", k, x->valuedouble, lo, hi);
+    if (!cJSON_IsNumber(x) || !tkz_whole(x->valuedouble)) return jerr(j, path, "'%s' must be an integer", k);
     *out = (long long)x->valuedouble;
     if (*out < lo || *out > hi) return jerr(j, path, "'%s' = %lld is out of range [%lld, %lld]", k, *out, lo, hi);
     return 0;
@@ -238,7 +239,7 @@ static int jvocab(J *j, const cJSON *o, tkz_model *m, const char *path) {
     snprintf(where, sizeof where, "%s: %s.vocab", j->file, path);
     if (tkz_smap_init(&m->vocab, (size_t)cJSON_GetArraySize(v))) return jerr(j, path, "out of memory");
     for (const cJSON *x = v->child; x; x = x->next) {
-        if (!cJSON_IsNumber(x) || x->valuedouble != (double)(long long)x->valuedouble)
+        if (!cJSON_IsNumber(x) || !tkz_whole(x->valuedouble))
             return jerr(j, path, "vocab['%.80s'] must be an integer id", x->string);
         size_t n = strlen(x->string);
         if (tkz_utf8_valid(x->string, n) != n) return jerr(j, path, "vocab has a token that is not valid UTF-8");
@@ -310,7 +311,7 @@ static int jtokpair(J *j, const cJSON *o, const char *k, int32_t *id, const char
     if (!cJSON_IsArray(x) || cJSON_GetArraySize(x) != 2 || !cJSON_IsString(x->child) || !cJSON_IsNumber(x->child->next))
         return jerr(j, path, "'%s' must be [token, id]", k);
     double v = x->child->next->valuedouble;
-    if (v != (double)(long long)v || v < 0 || v >= TKZ_MAX_ID) return jerr(j, path, "'%s' has a bad id", k);
+    if (!tkz_whole(v) || v < 0 || v >= TKZ_MAX_ID) return jerr(j, path, "'%s' has a bad id", k);
     *id = (int32_t)v;
     return 0;
 }
@@ -415,7 +416,7 @@ static int jtemplate(J *j, const cJSON *o, const char *k, const cJSON *specials,
         }
         for (int m = 0; m < p->n_ids; m++) {
             const cJSON *v = cJSON_GetArrayItem(ids, m);
-            if (!cJSON_IsNumber(v) || v->valuedouble != (double)(long long)v->valuedouble || v->valuedouble < 0 ||
+            if (!cJSON_IsNumber(v) || !tkz_whole(v->valuedouble) || v->valuedouble < 0 ||
                 v->valuedouble >= TKZ_MAX_ID) {
                 jerr(j, q, "special_tokens['%s'].ids[%d] must be an id", name, m);
                 goto done;
@@ -550,13 +551,13 @@ static int jtrunc_pad(J *j, const cJSON *root, tkz *t) {
         if (!cJSON_IsObject(pd)) return jerr(j, "padding", "must be an object or null");
         t->pad.on = 1;
         const cJSON *st = jf(pd, "strategy"), *fx = jf(st, "Fixed");
-        if (cJSON_IsObject(st) && cJSON_IsNumber(fx) && fx->valuedouble >= 1 && fx->valuedouble < 1 << 30 &&
-            fx->valuedouble == (double)(long long)fx->valuedouble)
+        if (cJSON_IsObject(st) && cJSON_IsNumber(fx) && fx->valuedouble >= 1 && fx->valuedouble <= TKZ_MAX_PAD &&
+            tkz_whole(fx->valuedouble))
             t->pad.fixed = (size_t)fx->valuedouble;
         else if (!(cJSON_IsString(st) && !strcmp(st->valuestring, "BatchLongest")))
-            return jerr(j, "padding", "'strategy' must be \"BatchLongest\" or {\"Fixed\": n}");
+            return jerr(j, "padding", "'strategy' must be \"BatchLongest\" or {\"Fixed\": n} (1 <= n <= %d)", TKZ_MAX_PAD);
         if ((t->pad.left = jenum(j, pd, "direction", "Right", "Left", NULL, 0, "padding")) < 0 ||
-            jint(j, pd, "pad_to_multiple_of", 0, 0, 1 << 20, &v, "padding"))
+            jint(j, pd, "pad_to_multiple_of", 0, 0, TKZ_MAX_PAD, &v, "padding"))
             return -1;
         t->pad.multiple = (size_t)v;
         if (jint(j, pd, "pad_id", 0, 0, TKZ_MAX_ID - 1, &v, "padding")) return -1;
@@ -601,6 +602,31 @@ done:
     for (int i = 0; i < n; i++) free(v[i].content);
     free(v);
     return rc;
+}
+
+/* The post-processor's special-token ids against the vocabulary (the model's
+ * and the added tokens'): an id past it would be handed to the model's
+ * embedding as is (HF does not check them either). */
+static int jpost_ids(J *j, const tkz_post *p, int vocab, const char *path) {
+    for (int k = 0; k < 2; k++) {
+        const tkz_piece *pc = k ? p->pair : p->single;
+        int n = k ? p->n_pair : p->n_single;
+        for (int i = 0; i < n; i++)
+            for (int m = 0; pc[i].special && m < pc[i].n_ids; m++)
+                if (pc[i].ids[m] >= vocab)
+                    return jerr(j, path, "%s[%d]: special token id %d (special_tokens ids) is outside the vocabulary (size %d)",
+                                k ? "pair" : "single", i, pc[i].ids[m], vocab);
+    }
+    if (p->type == PP_BERT || p->type == PP_ROBERTA) {
+        if (p->sep >= vocab) return jerr(j, path, "'sep' id %d is outside the vocabulary (size %d)", p->sep, vocab);
+        if (p->cls >= vocab) return jerr(j, path, "'cls' id %d is outside the vocabulary (size %d)", p->cls, vocab);
+    }
+    for (int i = 0; i < p->n_sub; i++) {
+        char q[300];
+        snprintf(q, sizeof q, "%s.processors[%d]", path, i);
+        if (jpost_ids(j, &p->sub[i], vocab, q)) return -1;
+    }
+    return 0;
 }
 
 int tkz_load_json(tkz *t, const char *json, size_t len, struct lerr *e) {
@@ -652,6 +678,11 @@ int tkz_load_json(tkz *t, const char *json, size_t len, struct lerr *e) {
         if (jdec(&j, x, t->dec, "decoder")) goto done;
     }
     if (jtrunc_pad(&j, root, t) || jadded(&j, root, t)) goto done;
+    if (t->post && jpost_ids(&j, t->post, tkz_vocab_size(t), "post_processor")) goto done;
+    if (t->pad.on && t->pad.pad_id >= tkz_vocab_size(t)) {
+        jerr(&j, "padding", "'pad_id' %d is outside the vocabulary (size %d)", t->pad.pad_id, tkz_vocab_size(t));
+        goto done;
+    }
     rc = 0;
 done:
     cJSON_Delete(root);

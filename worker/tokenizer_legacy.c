@@ -108,7 +108,7 @@ static int load_gpt2(tkz *t, const char *vpath, const char *mpath, const cJSON *
     int rc = tkz_smap_init(&m->vocab, (size_t)cJSON_GetArraySize(v)) ? lerr_set(e, "%s: out of memory", vpath) : 0;
     for (const cJSON *x = v->child; x && !rc; x = x->next) {
         size_t n = strlen(x->string);
-        if (!cJSON_IsNumber(x) || x->valuedouble != (double)(long long)x->valuedouble || x->valuedouble < 0 ||
+        if (!cJSON_IsNumber(x) || !tkz_whole(x->valuedouble) || x->valuedouble < 0 ||
             x->valuedouble >= TKZ_MAX_ID)
             rc = lerr_set(e, "%s: the id of '%.80s' is not an integer in [0, %d)", vpath, x->string, TKZ_MAX_ID);
         else if (tkz_utf8_valid(x->string, n) != n)

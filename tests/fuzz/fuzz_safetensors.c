@@ -1,35 +1,22 @@
 /*
- * fuzz_safetensors: libFuzzer entry point for the safetensors parser.
- *
- * Not built by the Makefile (it builds tests/test_*.c only). Build and run
- * from the repository root with:
- *
- *   clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
- *       -fno-sanitize-recover=undefined -Iinclude -I/usr/include/cjson \
- *       tests/fuzz_safetensors.c worker/safetensors.c worker/lerr.c -lcjson -lm \
- *       -o /tmp/fuzz_safetensors
- *   mkdir -p /tmp/st_corpus && cp tests/fixtures/gpt2-tiny/lora-init/adapter_model.safetensors \
- *       tests/fixtures/llama-tiny/grads.safetensors tests/fixtures/bert-tiny-cls/forward.safetensors /tmp/st_corpus/
- *   /tmp/fuzz_safetensors -max_total_time=60 -max_len=65536 -rss_limit_mb=2048 /tmp/st_corpus
+ * fuzz_safetensors: the safetensors parser (st_parse, worker/safetensors.c),
+ * in memory. Built by `make FUZZ=1 fuzz-bins`, run by `make fuzz`
+ * (scripts/run_fuzz.sh; seeds: the fixtures' .safetensors files).
  *
  * Every input must come back as a file or as NULL with a message; then every
  * tensor is converted (st_to_f32 or st_to_i32) so a parse that accepted bad
- * offsets shows up as an out-of-bounds read under ASan.
+ * offsets shows up as an out-of-bounds read under ASan; a conversion may
+ * refuse (a NaN or infinity, an I64 that does not fit) but must say why.
  */
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-
+#include "fuzz_util.h"
 #include "safetensors.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     struct lerr e;
     e.msg[0] = 0;
     st_file *f = st_parse(data, size, "fuzz", &e);
     if (!f) {
-        if (!e.msg[0]) abort(); /* a failure must say why */
+        fuzz_need_msg(1, &e, "st_parse");
         return 0;
     }
     int n = st_count(f);
@@ -42,13 +29,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (t->dtype == ST_F32 || t->dtype == ST_F16 || t->dtype == ST_BF16 || t->dtype == ST_F64) {
             float *out = malloc(cnt * sizeof *out);
             if (out) {
-                if (st_to_f32(out, t, &e) != 0) abort();
+                e.msg[0] = 0;
+                fuzz_need_msg(st_to_f32(out, t, &e) != 0, &e, "st_to_f32");
                 free(out);
             }
         } else {
             int32_t *out = malloc(cnt * sizeof *out);
             if (out) {
-                st_to_i32(out, t, &e); /* may refuse an I64 value that does not fit: fine */
+                e.msg[0] = 0;
+                fuzz_need_msg(st_to_i32(out, t, &e) != 0, &e, "st_to_i32");
                 free(out);
             }
         }
