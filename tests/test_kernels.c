@@ -242,6 +242,7 @@ static void test_exp(void) {
     printf("  %-22s max rel err vs exp() %.2e\n", "exp_fast", worst);
     CHECK(worst < 3e-7, "kernels_exp max relative error %g", worst);
     CHECK(kernels_exp(-200.0f) < 1e-37f, "exp(-200) must underflow to ~0");
+    CHECK(isnan(kernels_exp(NAN)), "exp(NaN) must be NaN (a diverged logit stays visible)");
 }
 
 int main(void) {

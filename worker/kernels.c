@@ -16,7 +16,8 @@
 /* exp for the hot loops: Cephes' expf reduction and polynomial (within 2 ulp
  * of expf over the whole range), written without calls or branches so that
  * GCC vectorizes the loops that use it; glibc's expf and tanhf are scalar
- * calls and were a sixth of a GPT-2 124M step. Inputs below -87.3 give 0. */
+ * calls and were a sixth of a GPT-2 124M step. Inputs below -87.3 give 0,
+ * NaN gives NaN. */
 static inline float exp_fast(float x) {
     x = x < -87.33654f ? -87.33654f : x;
     x = x > 88.72283f ? 88.72283f : x;
@@ -30,6 +31,9 @@ static inline float exp_fast(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
+    /* a NaN x stays NaN through p; its n is made 0 so that the exponent bits
+     * below are computed from an integer in [1, 255] (no UB on the shift) */
+    n = n != n ? 0.0f : n;
     int32_t e = ((int32_t)n + 127) << 23;
     float scale;
     memcpy(&scale, &e, sizeof scale);
