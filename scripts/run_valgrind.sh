@@ -7,6 +7,8 @@ B=${1:-build-vg}
 export OMP_NUM_THREADS=1 LORA_BLAS_AUTO=0 LORA_FIXTURES=${LORA_FIXTURES:-tests/fixtures}
 # test_ckpt_kill: 20 of its 100 kills under valgrind (each write takes 30x longer there)
 export LORA_CKPT_KILL_TRIALS=${LORA_CKPT_KILL_TRIALS:-20}
+# test_generate: its printed time per token over 32 new tokens, not 512 (10 minutes under valgrind)
+export LORA_GEN_TIMING_TOKENS=${LORA_GEN_TIMING_TOKENS:-32}
 VG=(valgrind --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite
     --track-origins=yes --quiet)
 command -v valgrind >/dev/null || { echo "run_valgrind: valgrind is not installed (apt-get install valgrind)"; exit 1; }

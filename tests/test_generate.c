@@ -176,12 +176,18 @@ int main(void) {
                  "\"num_key_value_heads\": 1, \"hidden_size\": 16, \"intermediate_size\": 20, \"vocab_size\": 23, "
                  "\"max_position_embeddings\": 16, \"sliding_window\": 8}");
     test_pick();
-    time_per_token("gpt2 (4 x 256, 512 new tokens)",
+    /* LORA_GEN_TIMING_TOKENS: fewer under valgrind (scripts/run_valgrind.sh), where 512 took 10 minutes */
+    const char *nt = getenv("LORA_GEN_TIMING_TOKENS");
+    int n_new = nt && atoi(nt) >= 16 && atoi(nt) <= 512 ? atoi(nt) : 512;
+    char name[96];
+    snprintf(name, sizeof name, "gpt2 (4 x 256, %d new tokens)", n_new);
+    time_per_token(name,
                    "{\"model_type\": \"gpt2\", \"n_layer\": 4, \"n_head\": 4, \"n_embd\": 256, "
-                   "\"n_positions\": 516, \"vocab_size\": 2000}", 512);
-    time_per_token("llama (4 x 256, GQA 8/2, 512 new tokens)",
+                   "\"n_positions\": 516, \"vocab_size\": 2000}", n_new);
+    snprintf(name, sizeof name, "llama (4 x 256, GQA 8/2, %d new tokens)", n_new);
+    time_per_token(name,
                    "{\"model_type\": \"llama\", \"num_hidden_layers\": 4, \"num_attention_heads\": 8, "
                    "\"num_key_value_heads\": 2, \"hidden_size\": 256, \"intermediate_size\": 688, "
-                   "\"vocab_size\": 2000, \"max_position_embeddings\": 516}", 512);
+                   "\"vocab_size\": 2000, \"max_position_embeddings\": 516}", n_new);
     return tu_end("test_generate");
 }
