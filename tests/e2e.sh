@@ -36,6 +36,15 @@ loss_falls() {
         fail "$1: evaluated loss '$first' -> '$last': $(grep "^epoch" "$2" | head -5)"
     fi
 }
+# train_bert TAG MODEL METRIC: lora_worker on $TMPD/TAG.st (evaluated on $TMPD/TAG-dev.st), 12 epochs, an
+# export each epoch into $TMPD/TAG-out, the best by METRIC; its output in $TMPD/TAG.log
+train_bert() {
+    step "$1: lora_worker, 12 epochs, evaluated and exported each epoch" mpi 3 --config tests/ps-bert.ini \
+        --set model.path="$2" --set data.train="$TMPD/$1.st" --set data.val="$TMPD/$1-dev.st" \
+        --set data.grad_accum=2 --set train.epochs=12 --set optim.lr=2e-2 --set lora.targets=all-linear \
+        --set train.metric_for_best="$3" --set train.out_dir="$TMPD/$1-out" "${EPOCHS[@]}"
+    cp "$TMPD/step.log" "$TMPD/$1.log"
+}
 # printed LOG EPOCH KEY: the value of "KEY v" on that epoch's evaluation line
 printed() { grep "^epoch $2 (step" "$1" | sed -n "s/.* $3 \([0-9.]*\).*/\1/p"; }
 
@@ -44,11 +53,7 @@ head -31 $D/sst2-sample.tsv >"$TMPD/train.tsv"
 cp $D/sst2-sample.tsv "$TMPD/dev.tsv"
 step "sst2: lora prep (30 training rows; 40 to evaluate)" "$LORA" prep --task seq_cls --model "$TMPD/bert" \
     --max-length 32 --out "$TMPD/sst2.st" --val-file "$TMPD/dev.tsv" --val-out "$TMPD/sst2-dev.st" "$TMPD/train.tsv"
-step "sst2: lora_worker, 12 epochs, evaluated and exported each epoch" mpi 3 --config tests/ps-bert.ini \
-    --set model.path="$TMPD/bert" --set data.train="$TMPD/sst2.st" --set data.val="$TMPD/sst2-dev.st" \
-    --set data.grad_accum=2 --set train.epochs=12 --set optim.lr=2e-2 --set lora.targets=all-linear \
-    --set train.metric_for_best=accuracy --set train.out_dir="$TMPD/sst2-out" "${EPOCHS[@]}"
-cp "$TMPD/step.log" "$TMPD/sst2.log"
+train_bert sst2 "$TMPD/bert" accuracy
 loss_falls "sst2" "$TMPD/sst2.log"
 for d in epoch-1 epoch-6 epoch-12 best; do
     [ -f "$TMPD/sst2-out/$d/adapter_model.safetensors" ] || fail "sst2: no export in $d"
@@ -79,11 +84,7 @@ cp "$TMPD/sents.txt" "$TMPD/ner-dev.txt"
 step "ner: lora prep ($((n - 8)) training sentences; $n to evaluate)" "$LORA" prep --task token_cls --model "$TMPD/ner" \
     --max-length 48 --out "$TMPD/ner.st" --val-file "$TMPD/ner-dev.txt" --val-out "$TMPD/ner-dev.st" \
     "$TMPD/ner-train.txt"
-step "ner: lora_worker, 12 epochs, evaluated and exported each epoch" mpi 3 --config tests/ps-bert.ini \
-    --set model.path="$TMPD/ner" --set data.train="$TMPD/ner.st" --set data.val="$TMPD/ner-dev.st" \
-    --set data.grad_accum=2 --set train.epochs=12 --set optim.lr=2e-2 --set lora.targets=all-linear \
-    --set train.metric_for_best=f1 --set train.out_dir="$TMPD/ner-out" "${EPOCHS[@]}"
-cp "$TMPD/step.log" "$TMPD/ner.log"
+train_bert ner "$TMPD/ner" f1
 loss_falls "ner" "$TMPD/ner.log"
 awk -v RS= '{ s = ""; for (i = 1; i <= NF; i += 2) s = s (i > 1 ? " " : "") $i; print s }' "$TMPD/ner-dev.txt" \
     >"$TMPD/ner-dev.words"
